@@ -1,0 +1,82 @@
+"""Checkpoints that a killed run resumes from: written atomically, every N training batches.
+
+Lightning's ModelCheckpoint counts `global_step`, which under manual optimisation
+(PPO) counts every optimizer step of actor and critic; we count training batches
+instead (one batch = one PPO iteration), and replace `last.ckpt` only once the
+new file is complete.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+
+log = logging.getLogger("lit_rlhf")
+
+
+def capture_rng_states() -> dict:
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": np.random.get_state(),
+        "python": random.getstate(),
+    }
+
+
+def restore_rng_states(states: dict) -> None:
+    torch.set_rng_state(states["torch"])
+    if states["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+    np.random.set_state(states["numpy"])
+    random.setstate(states["python"])
+
+
+class ResumableCheckpoint(L.Callback):
+    """Keep `<dirpath>/last.ckpt` current: every `every_n_batches` training batches and at the end.
+
+    The checkpoint also holds the RNG states, restored when training restarts (after
+    Lightning's sanity check, which would otherwise consume random numbers).
+    """
+
+    def __init__(self, dirpath: str, every_n_batches: int):
+        if every_n_batches < 1:
+            raise ValueError(f"every_n_batches must be >= 1, got {every_n_batches}")
+        self.dirpath = Path(dirpath)
+        self.every_n_batches = every_n_batches
+        self._rng_to_restore: dict | None = None
+
+    @property
+    def last_path(self) -> Path:
+        return self.dirpath / "last.ckpt"
+
+    def save(self, trainer: L.Trainer) -> None:
+        tmp = self.dirpath / f".last.ckpt.tmp{os.getpid()}"
+        trainer.save_checkpoint(tmp)
+        if trainer.is_global_zero:
+            os.replace(tmp, self.last_path)
+        trainer.strategy.barrier()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if (trainer.fit_loop.total_batch_idx + 1) % self.every_n_batches == 0:
+            self.save(trainer)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self.save(trainer)
+        log.info("checkpoint: %s", self.last_path)
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
+        checkpoint["rng_states"] = capture_rng_states()
+
+    def on_load_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
+        self._rng_to_restore = checkpoint.get("rng_states")
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        if self._rng_to_restore is not None:
+            restore_rng_states(self._rng_to_restore)
+            self._rng_to_restore = None

@@ -1,0 +1,44 @@
+"""Save the trained model and tokenizer in HF format at the end of a run, atomically."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from pathlib import Path
+
+import lightning as L
+
+log = logging.getLogger("lit_rlhf")
+
+
+def save_pretrained_atomically(model, tokenizer, dirpath: Path) -> None:
+    """Write into a sibling temp folder, then swap it in: a crash never leaves a half-written export."""
+    dirpath = dirpath.resolve()
+    dirpath.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dirpath.with_name(f".{dirpath.name}.tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(tmp)
+    if dirpath.exists():
+        old = dirpath.with_name(f".{dirpath.name}.old{os.getpid()}")
+        os.replace(dirpath, old)
+        os.replace(tmp, dirpath)
+        shutil.rmtree(old)
+    else:
+        os.replace(tmp, dirpath)
+
+
+class HFExport(L.Callback):
+    """At the end of fit, save `pl_module.export_model()` and its tokenizer to `dirpath`."""
+
+    def __init__(self, dirpath: str):
+        self.dirpath = Path(dirpath)
+
+    def on_fit_end(self, trainer, pl_module) -> None:
+        if trainer.interrupted or not trainer.is_global_zero:
+            return
+        save_pretrained_atomically(pl_module.export_model(), pl_module.tokenizer, self.dirpath)
+        log.info("exported the trained model (HF format) to %s", self.dirpath.resolve())
+        print(f"exported model: {self.dirpath.resolve()}")

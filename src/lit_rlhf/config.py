@@ -1,0 +1,41 @@
+"""Config plumbing: where conf/ lives, the `${asset:NAME}` resolver, and checks before anything is built."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from lit_rlhf.errors import ConfigError
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+ASSETS_DIR = PACKAGE_DIR / "assets"
+# conf/ sits at the repository root, beside src/ (an editable install keeps it there).
+CONFIG_DIR = PACKAGE_DIR.parents[1] / "conf"
+
+
+def asset_path(name: str) -> str:
+    """Absolute path of a model asset shipped inside the package."""
+    path = ASSETS_DIR / name
+    if not (path / "config.json").exists():
+        available = sorted(p.name for p in ASSETS_DIR.iterdir() if (p / "config.json").exists()) if ASSETS_DIR.exists() else []
+        raise ConfigError(
+            f"shipped asset '{name}' is missing at {path} (available: {', '.join(available) or 'none'}); "
+            "rebuild it as the README's 'Shipped assets' section shows"
+        )
+    return str(path)
+
+
+def register_resolvers() -> None:
+    if not OmegaConf.has_resolver("asset"):
+        OmegaConf.register_new_resolver("asset", asset_path)
+
+
+def check_compatible(module, datamodule) -> None:
+    """The module must consume the kind of batch the datamodule produces."""
+    expected, produced = module.batch_type, datamodule.batch_type
+    if expected is not produced:
+        raise ConfigError(
+            f"{type(module).__name__} trains on {expected.__name__}es but the data config produces "
+            f"{produced.__name__}es; pick a matching data=... choice (see conf/data/)"
+        )

@@ -1,0 +1,71 @@
+"""Forward passes shared by the stages: per-token log-probs and scalar (reward/value) heads.
+
+Sequences may be left-padded (prompts) and right-padded (responses) at once,
+so every forward passes explicit position ids computed from the attention
+mask; generation computes them the same way, which keeps rollout-time and
+training-time log-probs identical.
+"""
+
+from __future__ import annotations
+
+import torch
+from transformers import PreTrainedModel
+
+from lit_rlhf.errors import ConfigError
+from lit_rlhf.rl.logprobs import token_logprobs
+from lit_rlhf.rl.masking import last_true_index
+
+
+def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """(B, T) positions counting only real tokens; padding gets position 0."""
+    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+def causal_lm_logits(model: PreTrainedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """(B, T, V) next-token logits: position t predicts token t + 1."""
+    return model(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        position_ids=position_ids_from_mask(attention_mask),
+        use_cache=False,
+    ).logits
+
+
+def sequence_token_logprobs(
+    model: PreTrainedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log-probs of each token given its prefix.
+
+    Returns:
+        logprobs (B, T-1): log p(input_ids[:, t+1] | input_ids[:, :t+1]).
+        logits (B, T-1, V): the logits they came from.
+    """
+    logits = causal_lm_logits(model, input_ids, attention_mask)[:, :-1]
+    return token_logprobs(logits, input_ids[:, 1:]), logits
+
+
+def scalar_head_outputs(model: PreTrainedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """(B, T) the scalar head applied at every position of a sequence-classification model.
+
+    The reward is this at a sequence's last real token; a critic reads it at every
+    response position (the value of the state before each action).
+    """
+    head = getattr(model, "score", None)
+    if head is None:
+        raise ConfigError(
+            f"{type(model).__name__} has no `score` head; reward models and critics need an "
+            "AutoModelForSequenceClassification of a decoder architecture (Llama, GPT-2, Qwen, Mistral, ...)"
+        )
+    hidden = model.base_model(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        position_ids=position_ids_from_mask(attention_mask),
+        use_cache=False,
+    ).last_hidden_state
+    return head(hidden).squeeze(-1).float()
+
+
+def last_token_rewards(model: PreTrainedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """(B,) the reward head at each row's last real token (rows may be padded on both sides)."""
+    values = scalar_head_outputs(model, input_ids, attention_mask)
+    return values.gather(1, last_true_index(attention_mask.bool()).unsqueeze(1)).squeeze(1)

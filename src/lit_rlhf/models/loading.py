@@ -1,0 +1,132 @@
+"""Load tokenizers and models: any HF causal LM by name or path, or a tiny one built from a config.
+
+Loading never reaches the network for a local path. A path that does not exist
+and does not look like a hub id (`org/name`) is a `ConfigError` before
+transformers is asked, so a typo never turns into a download attempt.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from pathlib import Path
+
+import torch
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+
+from lit_rlhf.errors import ConfigError
+
+_HUB_ID = re.compile(r"^[\w.-]+(/[\w.-]+)?$")
+
+
+def check_model_path(name_or_path: str) -> str:
+    """Return `name_or_path` if it exists locally or could be a hub id; else raise ConfigError."""
+    path = Path(name_or_path).expanduser()
+    if path.exists():
+        return str(path)
+    looks_local = name_or_path.startswith((".", "/", "~")) or not _HUB_ID.match(name_or_path)
+    if looks_local:
+        raise ConfigError(f"model path does not exist: {path.resolve()}")
+    return name_or_path
+
+
+def _from_pretrained(loader, name_or_path: str, **kwargs):
+    """Call a transformers `from_pretrained`, turning its failures into one clear message."""
+    name_or_path = check_model_path(name_or_path)
+    try:
+        return loader.from_pretrained(name_or_path, **kwargs)
+    except (OSError, ValueError) as error:
+        hint = "" if Path(name_or_path).exists() else " (hub ids need network access; offline runs need a local path)"
+        raise ConfigError(f"could not load '{name_or_path}'{hint}: {error}") from error
+
+
+def load_tokenizer(name_or_path: str, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
+    """A tokenizer that pads on the right and has a pad token (falling back to EOS, as most chat models do)."""
+    tokenizer = _from_pretrained(AutoTokenizer, name_or_path, trust_remote_code=trust_remote_code)
+    if tokenizer.eos_token_id is None:
+        raise ConfigError(f"tokenizer at '{name_or_path}' has no EOS token; responses could never end")
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "right"
+    return tokenizer
+
+
+@functools.lru_cache(maxsize=4)
+def embedded_task_tokenizer(seed: int = 0, vocab_size: int = 512) -> PreTrainedTokenizerBase:
+    """The byte-level BPE tokenizer trained on the embedded task (cached: configs may ask twice)."""
+    from lit_rlhf.task.dataset import EmbeddedTask
+    from lit_rlhf.task.tokenizer import build_task_tokenizer
+
+    return build_task_tokenizer(EmbeddedTask(seed=seed), vocab_size=vocab_size)
+
+
+def load_causal_lm(name_or_path: str, trust_remote_code: bool = False, dtype: str = "float32") -> PreTrainedModel:
+    """Any HF causal LM (AutoModelForCausalLM)."""
+    return _from_pretrained(
+        AutoModelForCausalLM, name_or_path, trust_remote_code=trust_remote_code, dtype=_torch_dtype(dtype)
+    )
+
+
+def load_reward_model(name_or_path: str, trust_remote_code: bool = False, dtype: str = "float32") -> PreTrainedModel:
+    """A backbone with a scalar head (AutoModelForSequenceClassification, num_labels=1).
+
+    From a causal-LM checkpoint the head is new (InstructGPT initialises the reward
+    model from the SFT model); from a reward-model checkpoint it is the trained head.
+    """
+    model = _from_pretrained(
+        AutoModelForSequenceClassification,
+        name_or_path,
+        num_labels=1,
+        trust_remote_code=trust_remote_code,
+        dtype=_torch_dtype(dtype),
+    )
+    _require_pad_token(model, name_or_path)
+    return model
+
+
+def build_causal_lm(tokenizer: PreTrainedTokenizerBase, model_type: str = "llama", **config) -> PreTrainedModel:
+    """A randomly initialised causal LM of `model_type` sized by `config` (for tiny models and tests)."""
+    return AutoModelForCausalLM.from_config(_build_config(tokenizer, model_type, **config))
+
+
+def build_reward_model(tokenizer: PreTrainedTokenizerBase, model_type: str = "llama", **config) -> PreTrainedModel:
+    """A randomly initialised scalar-head model of `model_type` (for tests)."""
+    return AutoModelForSequenceClassification.from_config(_build_config(tokenizer, model_type, num_labels=1, **config))
+
+
+def _build_config(tokenizer: PreTrainedTokenizerBase, model_type: str, **config):
+    try:
+        return AutoConfig.for_model(
+            model_type,
+            vocab_size=len(tokenizer),
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            bos_token_id=tokenizer.bos_token_id,
+            **config,
+        )
+    except ValueError as error:
+        raise ConfigError(f"cannot build a '{model_type}' model: {error}") from error
+
+
+def _require_pad_token(model: PreTrainedModel, name_or_path: str) -> None:
+    # The exported reward model is scored by plain transformers at the rightmost
+    # non-pad token, so the config must know the pad id.
+    if model.config.pad_token_id is None:
+        eos = model.config.eos_token_id
+        model.config.pad_token_id = eos[0] if isinstance(eos, list) else eos
+    if model.config.pad_token_id is None:
+        raise ConfigError(f"model at '{name_or_path}' defines neither a pad nor an EOS token id")
+
+
+def _torch_dtype(name: str) -> torch.dtype:
+    valid = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+    if name not in valid:
+        raise ConfigError(f"unknown dtype '{name}'; valid: {', '.join(valid)}")
+    return valid[name]

@@ -1,0 +1,184 @@
+"""Direct preference optimisation: a policy, a frozen reference, and no reward model.
+
+Rafailov et al. 2023, "Direct Preference Optimization: Your Language Model is
+Secretly a Reward Model". The loss variant (`loss/dpo`) and the NLL term
+(`regularizer/nll`) are composed from config.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import lightning as L
+import torch
+from lightning.pytorch.utilities import move_data_to_device
+from torchmetrics import MeanMetric
+
+from lit_rlhf.data.batches import PreferenceBatch
+from lit_rlhf.models.heads import sequence_token_logprobs
+from lit_rlhf.modules.common import (
+    all_finite,
+    build_optimizer,
+    disable_dropout,
+    freeze,
+    handle_nonfinite,
+    sample_and_score,
+    seeded_rng,
+)
+from lit_rlhf.rl.masking import masked_sum
+from lit_rlhf.rl.rollout import SamplingConfig
+
+VAL_METRICS = ("loss", "rewards_accuracy", "rewards_margin", "rewards_chosen", "rewards_rejected", "logps_chosen",
+               "gold_reward", "response_length")
+
+
+class DPOModule(L.LightningModule):
+    """DPO and its variants, with an optional NLL term on the chosen responses.
+
+    Args:
+        policy: the causal LM being trained (from the SFT model); the reference is a frozen copy.
+        loss: a `lit_rlhf.losses.dpo` loss object (sigmoid, ipo, hinge, robust, reference-free).
+        nll: `regularizer/nll` object (ChosenNLL or NoNLL).
+        optimizer, scheduler: Hydra `_partial_` factories (scheduler may be None).
+        precompute_ref_logprobs: score every completion with the reference once at the start of
+            fit, then free the reference model.
+        sampling, val_sample_batches: how many validation batches' prompts are sampled and scored.
+        gold_reward: the task's programmatic reward (texts -> scores), for `val/gold_reward`.
+        skip_nonfinite_updates: skip (True) or stop on (False) a non-finite loss.
+        seed: seed of the validation samples.
+    """
+
+    batch_type = PreferenceBatch
+
+    def __init__(
+        self,
+        policy,
+        loss,
+        nll,
+        optimizer,
+        precompute_ref_logprobs: bool,
+        sampling: SamplingConfig,
+        val_sample_batches: int,
+        skip_nonfinite_updates: bool,
+        seed: int,
+        tokenizer,
+        scheduler=None,
+        gold_reward=None,
+    ):
+        super().__init__()
+        self.strict_loading = False
+        disable_dropout(policy)
+        self.policy = policy
+        self.reference = freeze(copy.deepcopy(policy)) if loss.needs_reference else None
+        self.loss_fn, self.nll = loss, nll
+        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        self.precompute_ref_logprobs = precompute_ref_logprobs and loss.needs_reference
+        self.cached_ref_logps: torch.Tensor | None = None
+        self.sampling, self.val_sample_batches = sampling, val_sample_batches
+        self.skip_nonfinite_updates, self.seed = skip_nonfinite_updates, seed
+        self.tokenizer, self.gold_reward = tokenizer, gold_reward
+        self.val_metrics = torch.nn.ModuleDict({name: MeanMetric() for name in VAL_METRICS})
+
+    # --------------------------------------------------------------- log-probs
+    @staticmethod
+    def completion_logps(model, batch: PreferenceBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Summed response log-probs (N,) and response lengths (N,) of every completion, in ONE forward pass.
+
+        Chosen and rejected completions are rows of the same (N, T) batch, so the
+        policy runs once per step rather than once per side.
+        """
+        logprobs, _ = sequence_token_logprobs(model, batch.input_ids, batch.attention_mask)
+        return masked_sum(logprobs, batch.response_mask, dim=1), batch.response_mask.sum(1)
+
+    @torch.no_grad()
+    def reference_logps(self, batch: PreferenceBatch) -> torch.Tensor | None:
+        """(N,) reference log-probs: from the precomputed cache, or a forward pass of the reference."""
+        if self.cached_ref_logps is not None:
+            return self.cached_ref_logps[batch.sequence_ids.cpu()].to(self.device)
+        if self.reference is None:
+            return None
+        return self.completion_logps(self.reference, batch)[0]
+
+    def on_fit_start(self) -> None:
+        if not self.precompute_ref_logprobs or self.cached_ref_logps is not None:
+            return
+        datamodule = self.trainer.datamodule
+        cache = torch.full((datamodule.num_sequences(datamodule.train_items + datamodule.val_items),), float("nan"))
+        for loader in datamodule.all_dataloaders():
+            for batch in loader:
+                batch = move_data_to_device(batch, self.device)
+                cache[batch.sequence_ids.cpu()] = self.completion_logps(self.reference, batch)[0].float().cpu()
+        self.cached_ref_logps = cache
+        # The cache replaces the reference model for the rest of the run.
+        self.reference = None
+
+    # -------------------------------------------------------------------- loss
+    def step(self, batch: PreferenceBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        logps, lengths = self.completion_logps(self.policy, batch)
+        ref_logps = self.reference_logps(batch)
+        chosen, rejected = batch.better_idx, batch.worse_idx
+        if self.loss_fn.average_log_probs:
+            scale = lengths.clamp(min=1).to(logps.dtype)
+            policy_logps, reference_logps = logps / scale, None if ref_logps is None else ref_logps / scale
+        else:
+            policy_logps, reference_logps = logps, ref_logps
+        ref_chosen = None if reference_logps is None else reference_logps[chosen]
+        ref_rejected = None if reference_logps is None else reference_logps[rejected]
+        dpo_loss = self.loss_fn(policy_logps[chosen], policy_logps[rejected], ref_chosen, ref_rejected).mean()
+        nll_term = self.nll.loss_term(logps[chosen], lengths[chosen])
+        # Implicit rewards beta * log(pi / pi_ref) (the reference term is 0 when reference-free).
+        rewards = self.loss_fn.beta * (policy_logps - (0.0 if reference_logps is None else reference_logps)).detach()
+        metrics = {
+            "dpo_loss": dpo_loss.detach(),
+            "rewards_chosen": rewards[chosen].mean(),
+            "rewards_rejected": rewards[rejected].mean(),
+            "rewards_margin": (rewards[chosen] - rewards[rejected]).mean(),
+            "rewards_accuracy": (rewards[chosen] > rewards[rejected]).float().mean(),
+            "logps_chosen": logps[chosen].detach().mean(),
+            "logps_rejected": logps[rejected].detach().mean(),
+            "nll": (-logps[chosen] / lengths[chosen].clamp(min=1)).detach().mean(),
+            **nll_term.metrics,
+        }
+        return dpo_loss + nll_term.loss, metrics
+
+    def training_step(self, batch: PreferenceBatch, batch_idx: int):
+        loss, metrics = self.step(batch)
+        if not all_finite(loss):
+            handle_nonfinite("DPO loss", self.global_step, self.skip_nonfinite_updates)
+            return None
+        pairs = len(batch.better_idx)
+        self.log("train/loss", loss, prog_bar=True, batch_size=pairs)
+        self.log_dict({f"train/{name}": value for name, value in metrics.items()}, batch_size=pairs)
+        self.log("train/lr", self.optimizers().param_groups[0]["lr"], batch_size=pairs)
+        return loss
+
+    def validation_step(self, batch: PreferenceBatch, batch_idx: int) -> None:
+        loss, metrics = self.step(batch)
+        pairs = len(batch.better_idx)
+        values = self.val_metrics
+        values["loss"].update(loss, weight=pairs)
+        for name in ("rewards_accuracy", "rewards_margin", "rewards_chosen", "rewards_rejected", "logps_chosen"):
+            values[name].update(metrics[name], weight=pairs)
+        if self.gold_reward is not None and batch_idx < self.val_sample_batches:
+            with seeded_rng(self.seed + batch_idx, self.device):
+                generation, _, gold = sample_and_score(
+                    self.policy, self.tokenizer, batch.prompt_input_ids, batch.prompt_attention_mask,
+                    batch.group_prompts, self.sampling, self.gold_reward,
+                )
+            values["gold_reward"].update(gold)
+            values["response_length"].update(generation.response_mask.sum(-1).float())
+        for name, metric in values.items():
+            if metric.update_called:
+                self.log(f"val/{name}", metric, prog_bar=name in ("rewards_accuracy", "gold_reward"))
+
+    def configure_optimizers(self):
+        return build_optimizer(
+            self.optimizer_factory, self.policy.parameters(), self.scheduler_factory,
+            self.trainer.estimated_stepping_batches,
+        )
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if not k.startswith("reference.")}
+
+    def export_model(self):
+        return self.policy

@@ -1,0 +1,357 @@
+"""PPO for language models: actor, critic, frozen reference and reward source.
+
+One training batch of prompts is one PPO iteration (seeds 002/003):
+  1. `rollout`: sample responses with the KV cache; score them; under no_grad compute
+     the old policy's and the reference's log-probs and the critic's values; build
+     per-token rewards (score at the last real token, minus the KL penalty when it
+     sits in the reward); advantages from the chosen estimator (GAE by default).
+  2. `update`: `ppo_epochs` passes over shuffled minibatches of that experience:
+     clipped policy loss, entropy bonus, KL term (when it sits in the loss) and the
+     pretraining mix for the actor; clipped value loss for the critic; each with
+     its own optimizer and gradient clipping.
+Schulman et al. 2017, "Proximal Policy Optimization Algorithms"; Ziegler et al. 2019;
+Ouyang et al. 2022 (InstructGPT).
+
+Nothing after a response's stop token, and no padding, reaches a loss, a reward or
+a metric: everything is masked with `Experience.response_mask`.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections import defaultdict
+from typing import Callable, Sequence
+
+import lightning as L
+import torch
+from torchmetrics import MeanMetric
+
+from lit_rlhf.data.batches import PromptBatch, SFTBatch
+from lit_rlhf.errors import ConfigError
+from lit_rlhf.losses.ppo import clipped_policy_loss, clipped_value_loss, explained_variance
+from lit_rlhf.models.heads import last_token_rewards, scalar_head_outputs, sequence_token_logprobs
+from lit_rlhf.modules.common import all_finite, disable_dropout, freeze, handle_nonfinite, seeded_rng
+from lit_rlhf.rl.experience import Experience
+from lit_rlhf.rl.kl import kl_k1, kl_k3
+from lit_rlhf.rl.logprobs import entropy_from_logits
+from lit_rlhf.rl.masking import last_true_index, masked_mean, masked_sum
+from lit_rlhf.rl.rollout import Generation, SamplingConfig, decode_responses, generate
+
+TextReward = Callable[[Sequence[str], Sequence[str]], torch.Tensor]
+
+
+class PPOModule(L.LightningModule):
+    """PPO with composable regularizers.
+
+    Args:
+        policy: the actor, initialised from the SFT model; the reference is a frozen copy of it.
+        critic: a scalar-head model (values), or None for critic-free advantages (RLOO, GRPO, ...).
+        reward_model: a frozen scalar-head model scoring prompt + response, or None ...
+        reward_fn: ... a programmatic reward on texts (prompts, responses) -> (B,). Exactly one of the two.
+        kl: `regularizer/kl` object (placement, estimator, controller).
+        ptx: `regularizer/ptx` object (pretraining-gradient mix or none).
+        advantage: `advantage` object (GAE or a critic-free estimator) with `samples_per_prompt`.
+        actor_optimizer, critic_optimizer: Hydra `_partial_` optimizer factories.
+        sampling: temperature, top-k/top-p and max_new_tokens of rollouts and validation samples.
+        extra_stop_token_ids: stop tokens besides the tokenizer's EOS.
+        ppo_epochs, num_minibatches: passes over each rollout batch, and minibatches per pass.
+        clip_eps, value_clip_eps: PPO ratio clip and value clip.
+        entropy_coef: entropy bonus weight (0 = none).
+        max_grad_norm: gradient clipping for both actor and critic.
+        missing_eos_penalty: subtracted from the score of responses that never stop (0 = none).
+        log_samples_every_n_steps: how often a table of sample generations is logged.
+        skip_nonfinite_updates: skip (True) or stop on (False) a non-finite reward, advantage or loss.
+        seed: seed of the validation samples.
+        tokenizer: decodes responses for text rewards and sample tables.
+        gold_reward: the task's programmatic gold reward, logged as `train/gold_reward` and `val/gold_reward`.
+    """
+
+    batch_type = PromptBatch
+
+    def __init__(
+        self,
+        policy,
+        kl,
+        ptx,
+        advantage,
+        actor_optimizer,
+        sampling: SamplingConfig,
+        extra_stop_token_ids: list[int],
+        ppo_epochs: int,
+        num_minibatches: int,
+        clip_eps: float,
+        value_clip_eps: float,
+        entropy_coef: float,
+        max_grad_norm: float,
+        missing_eos_penalty: float,
+        log_samples_every_n_steps: int,
+        skip_nonfinite_updates: bool,
+        seed: int,
+        tokenizer,
+        critic=None,
+        critic_optimizer=None,
+        reward_model=None,
+        reward_fn: TextReward | None = None,
+        gold_reward: TextReward | None = None,
+    ):
+        super().__init__()
+        self.automatic_optimization = False
+        # Frozen models are rebuilt from their paths, so checkpoints leave them out.
+        self.strict_loading = False
+        check_ppo_config(critic, critic_optimizer, reward_model, reward_fn, advantage, num_minibatches)
+        self.policy = policy
+        self.reference = freeze(copy.deepcopy(policy))
+        self.critic = critic
+        self.reward_model = freeze(reward_model) if reward_model is not None else None
+        self.reward_fn, self.gold_reward, self.tokenizer = reward_fn, gold_reward, tokenizer
+        for model in (self.policy, self.critic):
+            if model is not None:
+                disable_dropout(model)
+        self.kl, self.ptx, self.advantage = kl, ptx, advantage
+        self.actor_optimizer_factory, self.critic_optimizer_factory = actor_optimizer, critic_optimizer
+        self.sampling = sampling
+        self.stop_token_ids = [tokenizer.eos_token_id, *extra_stop_token_ids]
+        self.ppo_epochs, self.num_minibatches = ppo_epochs, num_minibatches
+        self.clip_eps, self.value_clip_eps = clip_eps, value_clip_eps
+        self.entropy_coef, self.max_grad_norm = entropy_coef, max_grad_norm
+        self.missing_eos_penalty = missing_eos_penalty
+        self.log_samples_every_n_steps = log_samples_every_n_steps
+        self.skip_nonfinite_updates, self.seed = skip_nonfinite_updates, seed
+        self.val_metrics = torch.nn.ModuleDict(
+            {name: MeanMetric() for name in ("reward", "gold_reward", "kl", "response_length", "eos_fraction")}
+        )
+
+    # ----------------------------------------------------------------- rollout
+    @torch.no_grad()
+    def score(self, generation: Generation, prompts: Sequence[str], responses: Sequence[str]) -> torch.Tensor:
+        """(B,) the reward source's score of each response, at its last real token."""
+        if self.reward_model is not None:
+            return last_token_rewards(self.reward_model, generation.sequences, generation.attention_mask)
+        return self.reward_fn(prompts, responses).to(self.device, torch.float32)
+
+    @torch.no_grad()
+    def rollout(self, batch: PromptBatch) -> tuple[Experience, dict[str, torch.Tensor], list[str], list[str]]:
+        """Sample, score and evaluate one batch of prompts. Returns the experience, its metrics and the texts."""
+        repeats = self.advantage.samples_per_prompt
+        prompts = [p for p in batch.prompts for _ in range(repeats)]
+        generation = generate(
+            self.policy,
+            batch.input_ids.repeat_interleave(repeats, 0),
+            batch.attention_mask.repeat_interleave(repeats, 0),
+            self.sampling,
+            self.stop_token_ids,
+            self.tokenizer.pad_token_id,
+        )
+        responses = decode_responses(self.tokenizer, generation)
+        mask, start = generation.response_mask, generation.prompt_length - 1
+        # Position start + t predicts response token t.
+        old_logprobs, logits = sequence_token_logprobs(self.policy, generation.sequences, generation.attention_mask)
+        ref_logprobs, ref_logits = sequence_token_logprobs(self.reference, generation.sequences, generation.attention_mask)
+        old_logprobs, ref_logprobs = old_logprobs[:, start:], ref_logprobs[:, start:]
+        # (B, R, V) logits are only kept for the exact (`full`) estimator.
+        if self.kl.estimator.needs_logits:
+            logits, ref_logits = logits[:, start:], ref_logits[:, start:]
+        else:
+            logits = ref_logits = None
+        values = None
+        if self.critic is not None:
+            values = scalar_head_outputs(self.critic, generation.sequences, generation.attention_mask)[:, start:-1]
+            values = values * mask
+        scores = self.score(generation, prompts, responses)
+        scores = scores - self.missing_eos_penalty * (~generation.has_stop).float()
+
+        per_token_kl = self.kl.estimator(old_logprobs, ref_logprobs, logits, ref_logits) * mask
+        token_rewards = -self.kl.reward_penalty(per_token_kl)
+        last = last_true_index(mask)
+        token_rewards[torch.arange(len(last), device=self.device), last] += scores
+        advantages, returns = self.advantage(token_rewards, values, mask)
+
+        experience = Experience(
+            sequences=generation.sequences,
+            attention_mask=generation.attention_mask,
+            response_mask=mask,
+            old_logprobs=old_logprobs,
+            ref_logprobs=ref_logprobs,
+            values=values,
+            advantages=advantages,
+            returns=returns,
+            scores=scores,
+        )
+        sequence_kl = masked_sum(per_token_kl, mask, dim=1)
+        metrics = {
+            "kl": sequence_kl.mean(),
+            "kl_k1": masked_sum(kl_k1(old_logprobs, ref_logprobs), mask, dim=1).mean(),
+            "kl_k3": masked_sum(kl_k3(old_logprobs, ref_logprobs), mask, dim=1).mean(),
+            "kl_coef": torch.tensor(self.kl.coef),
+            "reward": scores.mean(),
+            "reward_total": masked_sum(token_rewards, mask, dim=1).mean(),
+            "response_length": mask.sum(1).float().mean(),
+            "eos_fraction": generation.has_stop.float().mean(),
+        }
+        if self.gold_reward is not None:
+            metrics["gold_reward"] = self.gold_reward(prompts, responses).float().mean()
+        if values is not None:
+            metrics["explained_variance"] = explained_variance(values, returns, mask)
+            metrics["value_mean"] = masked_mean(values, mask)
+        return experience, metrics, prompts, responses
+
+    # ------------------------------------------------------------------ update
+    def reference_logits(self, minibatch: Experience) -> Callable[[], torch.Tensor]:
+        """Reference logits over the response, computed only if a regularizer asks (full KL in the loss)."""
+
+        def compute() -> torch.Tensor:
+            with torch.no_grad():
+                _, logits = sequence_token_logprobs(self.reference, minibatch.sequences, minibatch.attention_mask)
+            return logits[:, minibatch.prompt_length - 1 :]
+
+        return compute
+
+    def actor_loss(self, minibatch: Experience, pretrain: SFTBatch | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        mask, start = minibatch.response_mask, minibatch.prompt_length - 1
+        logprobs, logits = sequence_token_logprobs(self.policy, minibatch.sequences, minibatch.attention_mask)
+        logprobs, logits = logprobs[:, start:], logits[:, start:]
+        policy = clipped_policy_loss(logprobs, minibatch.old_logprobs, minibatch.advantages, mask, self.clip_eps)
+        entropy = masked_mean(entropy_from_logits(logits), mask)
+        kl_term = self.kl.loss_term(logprobs, minibatch.ref_logprobs, mask, logits, self.reference_logits(minibatch))
+        ptx_term = self.ptx.loss_term(self.policy, pretrain)
+        loss = policy.loss - self.entropy_coef * entropy + kl_term.loss + ptx_term.loss
+        metrics = {
+            "policy_loss": policy.loss.detach(),
+            "clipfrac": policy.clipfrac,
+            "approx_kl": policy.approx_kl,
+            "entropy": entropy.detach(),
+            **kl_term.metrics,
+            **ptx_term.metrics,
+        }
+        return loss, metrics
+
+    def critic_loss(self, minibatch: Experience) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        mask, start = minibatch.response_mask, minibatch.prompt_length - 1
+        values = scalar_head_outputs(self.critic, minibatch.sequences, minibatch.attention_mask)[:, start:-1]
+        value = clipped_value_loss(values, minibatch.values, minibatch.returns, mask, self.value_clip_eps)
+        return value.loss, {"value_loss": value.loss.detach(), "value_clipfrac": value.clipfrac}
+
+    def optimizer_step(self, optimizer, loss: torch.Tensor) -> None:
+        optimizer.zero_grad()
+        self.manual_backward(loss)
+        self.clip_gradients(optimizer, gradient_clip_val=self.max_grad_norm, gradient_clip_algorithm="norm")
+        optimizer.step()
+
+    def update(self, experience: Experience, pretrain: SFTBatch | None) -> dict[str, torch.Tensor]:
+        """`ppo_epochs` passes of minibatch updates over one rollout batch; returns mean metrics."""
+        optimizers = self.optimizers()
+        actor_opt, critic_opt = optimizers if self.critic is not None else (optimizers, None)
+        sums, skipped = defaultdict(float), 0
+        minibatch_size = len(experience) // self.num_minibatches
+        if minibatch_size == 0:
+            raise ConfigError(
+                f"a rollout batch of {len(experience)} cannot be split into module.num_minibatches={self.num_minibatches}"
+            )
+        for _ in range(self.ppo_epochs):
+            order = torch.randperm(len(experience), device=self.device)
+            for index in order[: minibatch_size * self.num_minibatches].split(minibatch_size):
+                minibatch = experience.select(index)
+                loss, metrics = self.actor_loss(minibatch, pretrain)
+                if critic_opt is not None:
+                    value_loss, value_metrics = self.critic_loss(minibatch)
+                    loss_ok = all_finite(loss, value_loss)
+                    metrics.update(value_metrics)
+                else:
+                    value_loss, loss_ok = None, all_finite(loss)
+                if not loss_ok:
+                    handle_nonfinite("PPO loss", self.global_step, self.skip_nonfinite_updates)
+                    skipped += 1
+                    continue
+                self.optimizer_step(actor_opt, loss)
+                if critic_opt is not None:
+                    self.optimizer_step(critic_opt, value_loss)
+                for name, value in metrics.items():
+                    sums[name] += float(value)
+        steps = self.ppo_epochs * self.num_minibatches - skipped
+        means = {name: torch.tensor(total / steps) for name, total in sums.items()} if steps else {}
+        means["skipped_updates"] = torch.tensor(float(skipped))
+        return means
+
+    def training_step(self, batch: dict, batch_idx: int) -> None:
+        started = time.perf_counter()
+        experience, metrics, prompts, responses = self.rollout(batch["prompts"])
+        rollout_seconds = time.perf_counter() - started
+        if not all_finite(experience.scores, experience.advantages):
+            handle_nonfinite("reward or advantage", self.global_step, self.skip_nonfinite_updates)
+            return None
+        self.kl.controller.update(float(metrics["kl"]), n_steps=len(experience))
+        started = time.perf_counter()
+        metrics.update(self.update(experience, batch.get("pretrain")))
+        metrics["rollout_seconds"] = torch.tensor(rollout_seconds)
+        metrics["update_seconds"] = torch.tensor(time.perf_counter() - started)
+        self.log_dict({f"train/{name}": value for name, value in metrics.items()}, batch_size=len(experience))
+        self.log("train/reward", metrics["reward"], prog_bar=True, batch_size=len(experience))
+        if self.log_samples_every_n_steps and batch_idx % self.log_samples_every_n_steps == 0:
+            self.log_samples("train/samples", prompts, responses, experience.scores)
+        return None
+
+    # -------------------------------------------------------------- validation
+    def validation_step(self, batch: PromptBatch, batch_idx: int) -> None:
+        """Sample held-out prompts with a fixed seed; score them and measure KL to the reference."""
+        with seeded_rng(self.seed + batch_idx, self.device):
+            generation = generate(
+                self.policy, batch.input_ids, batch.attention_mask, self.sampling,
+                self.stop_token_ids, self.tokenizer.pad_token_id,
+            )
+        responses = decode_responses(self.tokenizer, generation)
+        mask, start = generation.response_mask, generation.prompt_length - 1
+        logprobs, _ = sequence_token_logprobs(self.policy, generation.sequences, generation.attention_mask)
+        ref_logprobs, _ = sequence_token_logprobs(self.reference, generation.sequences, generation.attention_mask)
+        kl = masked_sum(kl_k1(logprobs[:, start:], ref_logprobs[:, start:]), mask, dim=1)
+        metrics = self.val_metrics
+        metrics["reward"].update(self.score(generation, batch.prompts, responses))
+        metrics["kl"].update(kl)
+        metrics["response_length"].update(mask.sum(1).float())
+        metrics["eos_fraction"].update(generation.has_stop.float())
+        if self.gold_reward is not None:
+            metrics["gold_reward"].update(self.gold_reward(batch.prompts, responses).float())
+        for name, metric in metrics.items():
+            if name != "gold_reward" or self.gold_reward is not None:
+                self.log(f"val/{name}", metric, prog_bar=name in ("reward", "gold_reward"))
+
+    # ------------------------------------------------------------------- misc
+    def log_samples(self, key: str, prompts: Sequence[str], responses: Sequence[str], scores: torch.Tensor) -> None:
+        """A W&B table of (prompt, response, score); other loggers have no tables and are skipped."""
+        rows = [[p, r, float(s)] for p, r, s in list(zip(prompts, responses, scores.tolist()))[:16]]
+        for logger in self.loggers:
+            if hasattr(logger, "log_table"):
+                logger.log_table(key=key, columns=["prompt", "response", "score"], data=rows, step=self.global_step)
+
+    def configure_optimizers(self):
+        actor = self.actor_optimizer_factory(params=[p for p in self.policy.parameters() if p.requires_grad])
+        if self.critic is None:
+            return actor
+        return [actor, self.critic_optimizer_factory(params=[p for p in self.critic.parameters() if p.requires_grad])]
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        frozen = ("reference.", "reward_model.")
+        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if not k.startswith(frozen)}
+        checkpoint["kl_controller"] = self.kl.controller.state_dict()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.kl.controller.load_state_dict(checkpoint["kl_controller"])
+
+    def export_model(self):
+        return self.policy
+
+
+def check_ppo_config(critic, critic_optimizer, reward_model, reward_fn, advantage, num_minibatches: int) -> None:
+    """Refuse inconsistent PPO choices before any model runs."""
+    if (reward_model is None) == (reward_fn is None):
+        raise ConfigError("PPO needs exactly one reward source: module.reward_model or module.reward_fn (set the other to null)")
+    if advantage.needs_critic and critic is None:
+        raise ConfigError(f"advantage {type(advantage).__name__} needs a critic; set module.critic (e.g. ${{model.critic}})")
+    if not advantage.needs_critic and critic is not None:
+        raise ConfigError(
+            f"advantage {type(advantage).__name__} is critic-free; set module.critic=null so no value model is trained"
+        )
+    if critic is not None and critic_optimizer is None:
+        raise ConfigError("a critic needs module.critic_optimizer")
+    if num_minibatches < 1:
+        raise ConfigError(f"module.num_minibatches must be >= 1, got {num_minibatches}")

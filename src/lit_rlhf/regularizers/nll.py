@@ -1,0 +1,33 @@
+"""The NLL term on chosen responses that DPO+NLL adds (DPO alone can lower the chosen log-prob too)."""
+
+from __future__ import annotations
+
+import torch
+
+from lit_rlhf.errors import ConfigError
+from lit_rlhf.losses.dpo import chosen_nll
+from lit_rlhf.regularizers.term import RegularizerTerm
+
+
+class ChosenNLL:
+    """alpha * mean(-log pi(y_w | x) / |y_w|).
+
+    Pang et al. 2024, "Iterative Reasoning Preference Optimization"; seed 000's DPO+NLL.
+
+    Args:
+        coef: alpha.
+    """
+
+    def __init__(self, coef: float):
+        if coef < 0:
+            raise ConfigError(f"regularizer.nll.coef must be >= 0, got {coef}")
+        self.coef = coef
+
+    def loss_term(self, chosen_logps_sum: torch.Tensor, chosen_lengths: torch.Tensor) -> RegularizerTerm:
+        """Args: chosen_logps_sum (B,) summed response log-probs; chosen_lengths (B,) response tokens."""
+        return RegularizerTerm(self.coef * chosen_nll(chosen_logps_sum, chosen_lengths).mean(), {})
+
+
+class NoNLL:
+    def loss_term(self, chosen_logps_sum: torch.Tensor, chosen_lengths: torch.Tensor) -> RegularizerTerm:
+        return RegularizerTerm.zero(chosen_logps_sum)

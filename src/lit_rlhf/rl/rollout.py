@@ -1,0 +1,83 @@
+"""Sampling responses from a policy with the KV cache, and masking everything after the stop token."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+from transformers import PreTrainedModel
+
+from lit_rlhf.rl.masking import response_mask
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    """How responses are sampled (HF generate semantics: top_k=0 and top_p=1.0 disable those filters)."""
+
+    max_new_tokens: int = 32
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+
+
+@dataclass(frozen=True)
+class Generation:
+    """Prompts and their sampled responses.
+
+    Attributes:
+        sequences: (B, P+R) left-padded prompt followed by the response.
+        attention_mask: (B, P+R) real prompt tokens and response tokens up to the first stop token.
+        response_ids: (B, R) the generated part (tokens after a stop token are padding).
+        response_mask: (B, R) True up to and including the first stop token.
+        has_stop: (B,) whether the response emitted a stop token before max_new_tokens.
+    """
+
+    sequences: torch.Tensor
+    attention_mask: torch.Tensor
+    response_ids: torch.Tensor
+    response_mask: torch.Tensor
+    has_stop: torch.Tensor
+
+    @property
+    def prompt_length(self) -> int:
+        return self.sequences.shape[1] - self.response_ids.shape[1]
+
+
+@torch.no_grad()
+def generate(
+    policy: PreTrainedModel,
+    prompt_ids: torch.Tensor,
+    prompt_mask: torch.Tensor,
+    sampling: SamplingConfig,
+    stop_token_ids: Sequence[int],
+    pad_token_id: int,
+) -> Generation:
+    """Sample one response per prompt row (repeat rows beforehand for several per prompt)."""
+    sequences = policy.generate(
+        input_ids=prompt_ids,
+        attention_mask=prompt_mask,
+        do_sample=True,
+        max_new_tokens=sampling.max_new_tokens,
+        temperature=sampling.temperature,
+        top_k=sampling.top_k,
+        top_p=sampling.top_p,
+        eos_token_id=list(stop_token_ids),
+        pad_token_id=pad_token_id,
+        use_cache=True,
+    )
+    response_ids = sequences[:, prompt_ids.shape[1] :]
+    mask, has_stop = response_mask(response_ids, stop_token_ids)
+    return Generation(
+        sequences=sequences,
+        attention_mask=torch.cat([prompt_mask.bool(), mask], dim=1).long(),
+        response_ids=response_ids,
+        response_mask=mask,
+        has_stop=has_stop,
+    )
+
+
+def decode_responses(tokenizer, generation: Generation) -> list[str]:
+    """Response texts without the stop token or padding."""
+    ids = generation.response_ids.masked_fill(~generation.response_mask, tokenizer.pad_token_id)
+    return tokenizer.batch_decode(ids, skip_special_tokens=True)

@@ -16,7 +16,8 @@ import pytest
 import torch
 
 from lit_rlhf.errors import ConfigError
-from lit_rlhf.task import EmbeddedTask, GoldReward, build_task_tokenizer, gold_reward, max_gold_reward
+from lit_rlhf.task import EmbeddedTask, GoldReward, build_task_tokenizer, max_gold_reward
+from lit_rlhf.task.gold_reward import gold_reward
 from lit_rlhf.task.dataset import MIN_PAIR_GAP, SPLITS
 from lit_rlhf.task.gold_reward import EMPTY_RESPONSE_REWARD, phrase_sentiment
 from lit_rlhf.task.language import (

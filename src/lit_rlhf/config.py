@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from lit_rlhf.errors import ConfigError
 
@@ -39,3 +39,24 @@ def check_compatible(module, datamodule) -> None:
             f"{type(module).__name__} trains on {expected.__name__}es but the data config produces "
             f"{produced.__name__}es; pick a matching data=... choice (see conf/data/)"
         )
+
+
+def loggable_config(cfg: DictConfig) -> dict:
+    """The config with every value resolved where it can be, for the loggers' hyperparameters.
+
+    Unused entries may not resolve (e.g. a model group's reward model whose asset
+    is not built yet); they are logged as written instead of failing the run.
+    """
+
+    def resolve(node, path: str):
+        if isinstance(node, DictConfig):
+            return {str(key): resolve(node._get_node(key), f"{path}.{key}" if path else str(key)) for key in node.keys()}
+        if isinstance(node, ListConfig):
+            return [resolve(node._get_node(i), f"{path}[{i}]") for i in range(len(node))]
+        try:
+            value = OmegaConf.select(cfg, path, throw_on_missing=False)
+        except Exception:  # an unresolvable interpolation: keep its text
+            return node._value()
+        return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+
+    return resolve(cfg, "")

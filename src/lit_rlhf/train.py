@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
+import warnings
+from dataclasses import dataclass
 
 # Nothing in a run may reach a model or dataset hub unless the user opts in.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -13,16 +16,44 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import hydra  # noqa: E402
 import lightning as L  # noqa: E402
 from hydra.utils import instantiate  # noqa: E402
-from omegaconf import DictConfig, OmegaConf  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
 
-from lit_rlhf.config import CONFIG_DIR, check_compatible, register_resolvers  # noqa: E402
+from lit_rlhf.config import CONFIG_DIR, check_compatible, loggable_config, register_resolvers  # noqa: E402
 from lit_rlhf.errors import UserError  # noqa: E402
 
 register_resolvers()
 
 
-def run(cfg: DictConfig) -> dict[str, float]:
-    """Build everything from `cfg`, train, and return the final metrics."""
+class _DropLightningTips(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not (message.startswith("💡 Tip") or "`weights_only` was not set" in message)
+
+
+def quiet_third_party_noise() -> None:
+    """Hide advertisements and deprecation chatter from dependencies; keep every warning about the run."""
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.trainer.connectors.checkpoint_connector"):
+        logging.getLogger(name).addFilter(_DropLightningTips())
+    warnings.filterwarnings("ignore", message=".*set_vital.*")
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*is deprecated.*")
+    # Reference and reward models are frozen in eval mode on purpose.
+    warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
+
+
+@dataclass
+class Run:
+    """Everything a config builds, before training."""
+
+    cfg: DictConfig
+    trainer: L.Trainer
+    module: L.LightningModule
+    datamodule: L.LightningDataModule
+    loggers: list
+
+
+def build(cfg: DictConfig) -> Run:
+    """Instantiate tokenizer, data, module, callbacks, loggers and trainer from `cfg`."""
+    quiet_third_party_noise()
     L.seed_everything(cfg.seed, workers=True)
     tokenizer = instantiate(cfg.model.tokenizer)
     datamodule = instantiate(cfg.data, tokenizer=tokenizer)
@@ -31,15 +62,20 @@ def run(cfg: DictConfig) -> dict[str, float]:
     callbacks = [instantiate(node) for node in (cfg.callbacks or {}).values()]
     loggers = [instantiate(node) for node in (cfg.logger or {}).values()]
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
-    for logger in loggers:
-        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+    return Run(cfg, trainer, module, datamodule, loggers)
+
+
+def fit(run: Run) -> dict[str, float]:
+    """Validate once (the step-0 baseline), train, and return the final logged metrics."""
+    cfg, trainer = run.cfg, run.trainer
+    for logger in run.loggers:
+        logger.log_hyperparams(loggable_config(cfg))
     if cfg.validate_before_fit and cfg.ckpt_path is None:
-        trainer.validate(module, datamodule=datamodule, verbose=False)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
-    metrics = {name: float(value) for name, value in trainer.callback_metrics.items()}
-    for logger in loggers:
+        trainer.validate(run.module, datamodule=run.datamodule, verbose=False)
+    trainer.fit(run.module, datamodule=run.datamodule, ckpt_path=cfg.ckpt_path)
+    for logger in run.loggers:
         logger.finalize("success")
-    return metrics
+    return {name: float(value) for name, value in trainer.callback_metrics.items()}
 
 
 def find_user_error(error: BaseException) -> UserError | None:
@@ -56,7 +92,7 @@ def find_user_error(error: BaseException) -> UserError | None:
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
 def main(cfg: DictConfig) -> float | None:
     try:
-        metrics = run(cfg)
+        metrics = fit(build(cfg))
     except Exception as error:
         user_error = find_user_error(error)
         if user_error is None:

@@ -69,9 +69,10 @@ def embedded_task_tokenizer(seed: int = 0, vocab_size: int = 512) -> PreTrainedT
 
 def load_causal_lm(name_or_path: str, trust_remote_code: bool = False, dtype: str = "float32") -> PreTrainedModel:
     """Any HF causal LM (AutoModelForCausalLM)."""
+    # Train mode (transformers loads in eval mode): it is loaded to be trained; modules freeze what stays fixed.
     return _from_pretrained(
         AutoModelForCausalLM, name_or_path, trust_remote_code=trust_remote_code, dtype=_torch_dtype(dtype)
-    )
+    ).train()
 
 
 def load_reward_model(name_or_path: str, trust_remote_code: bool = False, dtype: str = "float32") -> PreTrainedModel:
@@ -88,7 +89,7 @@ def load_reward_model(name_or_path: str, trust_remote_code: bool = False, dtype:
         dtype=_torch_dtype(dtype),
     )
     _require_pad_token(model, name_or_path)
-    return model
+    return model.train()
 
 
 def build_causal_lm(tokenizer: PreTrainedTokenizerBase, model_type: str = "llama", **config) -> PreTrainedModel:

@@ -285,8 +285,9 @@ class PPOModule(L.LightningModule):
         metrics.update(self.update(experience, batch.get("pretrain")))
         metrics["rollout_seconds"] = torch.tensor(rollout_seconds)
         metrics["update_seconds"] = torch.tensor(time.perf_counter() - started)
+        reward = metrics.pop("reward")
+        self.log("train/reward", reward, prog_bar=True, batch_size=len(experience))
         self.log_dict({f"train/{name}": value for name, value in metrics.items()}, batch_size=len(experience))
-        self.log("train/reward", metrics["reward"], prog_bar=True, batch_size=len(experience))
         if self.log_samples_every_n_steps and batch_idx % self.log_samples_every_n_steps == 0:
             self.log_samples("train/samples", prompts, responses, experience.scores)
         return None

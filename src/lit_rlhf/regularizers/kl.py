@@ -71,9 +71,12 @@ class KLInLoss:
 
 
 class NoKL:
-    """No KL penalty (beta = 0). The estimator still measures KL for the `train/kl` curve."""
+    """No KL penalty (beta = 0). The estimator still measures KL for the `train/kl` curve.
 
-    def __init__(self, estimator):
+    `controller` is accepted so that `regularizer/kl=none` composes with any controller choice; it is unused.
+    """
+
+    def __init__(self, estimator, controller=None):
         self.estimator = estimator
         self.controller = FixedKLController(0.0)
 

@@ -6,7 +6,9 @@ gold reward shows whether the learned reward model is being over-optimised.
 """
 
 from lit_rlhf.task.dataset import SPLITS, EmbeddedTask
-from lit_rlhf.task.gold_reward import GoldReward, gold_reward, max_gold_reward
+# `gold_reward` (the function) is not re-exported: it would shadow the submodule of that name,
+# which Hydra targets such as lit_rlhf.task.gold_reward.GoldReward must resolve.
+from lit_rlhf.task.gold_reward import GoldReward, max_gold_reward
 from lit_rlhf.task.language import parse_response, prompt_aspect
 from lit_rlhf.task.tokenizer import build_task_tokenizer, train_tokenizer
 
@@ -15,7 +17,6 @@ __all__ = [
     "EmbeddedTask",
     "GoldReward",
     "build_task_tokenizer",
-    "gold_reward",
     "max_gold_reward",
     "parse_response",
     "prompt_aspect",

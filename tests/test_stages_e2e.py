@@ -1,0 +1,97 @@
+"""Fast end-to-end runs of every stage and regularizer choice: parameters change and the named metrics are logged."""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import changed, compose_config, logged_names, parameters_of
+from lit_rlhf.train import build, fit
+
+PPO_METRICS = {
+    "train/kl", "train/kl_k1", "train/kl_k3", "train/kl_coef", "train/reward", "train/reward_total",
+    "train/gold_reward", "train/entropy", "train/policy_loss", "train/clipfrac", "train/approx_kl",
+    "train/response_length", "train/eos_fraction",
+    "val/reward", "val/gold_reward", "val/kl",
+}
+CRITIC_METRICS = {"train/value_loss", "train/explained_variance"}
+PPO_FAST = ["data.batch_size=4", "data.val_batch_size=4", "module.sampling.max_new_tokens=8", "trainer.limit_train_batches=2"]
+
+
+def test_sft_trains_from_scratch(tmp_path):
+    run = build(compose_config("sft_tiny", tmp_path, ["data.batch_size=8", "module.sampling.max_new_tokens=8"]))
+    before = parameters_of(run.module.policy)
+    fit(run)
+    assert changed(before, run.module.policy)
+    assert {"train/loss", "val/loss", "val/gold_reward", "val/response_length"} <= logged_names(tmp_path)
+
+
+@pytest.mark.parametrize("experiment", ["rm_tiny", "rm_margin", "rm_ranked"])
+def test_reward_model_stages(tmp_path, experiment):
+    run = build(compose_config(experiment, tmp_path, ["data.batch_size=4", "data.val_batch_size=8"]))
+    before = parameters_of(run.module.model)
+    fit(run)
+    assert changed(before, run.module.model)
+    names = logged_names(tmp_path)
+    assert {"train/loss", "train/accuracy", "val/accuracy", "val/margin", "val/gold_accuracy"} <= names
+    assert {"val/reward_chosen", "val/reward_rejected"} <= names
+
+
+@pytest.mark.parametrize(
+    "experiment, overrides",
+    [
+        ("ppo_kl", []),
+        ("ppo_kl", ["regularizer/kl/estimator=abs"]),
+        ("ppo_kl", ["regularizer/kl/estimator=k2"]),
+        ("ppo_kl", ["regularizer/kl/estimator=mse"]),
+        ("ppo_kl", ["regularizer/kl/estimator=k3"]),
+        ("ppo_adaptive_kl", []),
+        ("ppo_k3_loss", []),
+        ("ppo_k3_loss", ["regularizer/kl/estimator=full"]),
+        ("ppo_full_kl", []),
+        ("ppo_ptx", []),
+        ("ppo_nokl", []),
+        ("ppo_kl", ["advantage=reinforce", "module.critic=null", "module.critic_optimizer=null"]),
+        ("rloo", []),
+        ("grpo", []),
+    ],
+)
+def test_ppo_regularizer_choices(tmp_path, experiment, overrides):
+    run = build(compose_config(experiment, tmp_path, [*PPO_FAST, *overrides]))
+    module = run.module
+    actor, reference = parameters_of(module.policy), parameters_of(module.reference)
+    critic = parameters_of(module.critic) if module.critic is not None else None
+    fit(run)
+    assert changed(actor, module.policy)
+    assert not changed(reference, module.reference), "the reference must stay frozen"
+    names = logged_names(tmp_path)
+    assert PPO_METRICS <= names, PPO_METRICS - names
+    if critic is not None:
+        assert changed(critic, module.critic)
+        assert CRITIC_METRICS <= names
+    if "ptx" in experiment:
+        assert "train/ptx_nll" in names
+    if "loss" in type(module.kl).__name__.lower():
+        assert "train/kl_loss" in names
+
+
+@pytest.mark.parametrize("experiment", ["dpo", "dpo_nll", "ipo", "dpo_robust"])
+def test_dpo_variants(tmp_path, experiment):
+    overrides = ["data.batch_size=4", "data.val_batch_size=8", "module.sampling.max_new_tokens=8"]
+    run = build(compose_config(experiment, tmp_path, overrides))
+    before = parameters_of(run.module.policy)
+    fit(run)
+    assert changed(before, run.module.policy)
+    names = logged_names(tmp_path)
+    expected = {"train/rewards_chosen", "train/rewards_rejected", "train/rewards_margin", "train/logps_chosen",
+                "train/logps_rejected", "train/nll", "val/rewards_accuracy", "val/rewards_margin", "val/gold_reward"}
+    assert expected <= names, expected - names
+
+
+@pytest.mark.parametrize("loss", ["hinge", "conservative", "reference_free"])
+def test_other_dpo_losses(tmp_path, loss):
+    overrides = [f"loss/dpo={loss}", "data.batch_size=4", "data.val_batch_size=8", "module.val_sample_batches=0"]
+    run = build(compose_config("dpo", tmp_path, overrides))
+    before = parameters_of(run.module.policy)
+    fit(run)
+    assert changed(before, run.module.policy)
+    assert (run.module.reference is None) == (loss == "reference_free")

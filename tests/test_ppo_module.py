@@ -1,0 +1,112 @@
+"""PPOModule pieces on controlled rollouts: masking after EOS, where the score lands, the reward's KL term."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import lit_rlhf.modules.ppo as ppo_module
+from conftest import compose_config
+from lit_rlhf.data.batches import PromptBatch
+from lit_rlhf.models.heads import last_token_rewards
+from lit_rlhf.rl.kl import kl_k1
+from lit_rlhf.rl.masking import masked_sum, response_mask
+from lit_rlhf.rl.rollout import Generation
+from lit_rlhf.train import build
+
+
+@pytest.fixture(scope="module")
+def ppo(tmp_path_factory):
+    return build(compose_config("ppo_kl", tmp_path_factory.mktemp("ppo"), ["module.missing_eos_penalty=1.5"])).module
+
+
+def controlled_generation(module, prompt_ids, prompt_mask, responses: list[list[int]], filler: int) -> Generation:
+    """A Generation whose response tokens we choose; `filler` fills every position after a row's EOS."""
+    width = max(len(r) for r in responses)
+    response_ids = torch.full((len(responses), width), filler, dtype=torch.long)
+    for row, tokens in enumerate(responses):
+        response_ids[row, : len(tokens)] = torch.tensor(tokens)
+    mask, has_stop = response_mask(response_ids, module.stop_token_ids)
+    return Generation(
+        sequences=torch.cat([prompt_ids, response_ids], dim=1),
+        attention_mask=torch.cat([prompt_mask.bool(), mask], dim=1).long(),
+        response_ids=response_ids,
+        response_mask=mask,
+        has_stop=has_stop,
+    )
+
+
+def rollout_with(module, monkeypatch, batch: PromptBatch, responses, filler):
+    monkeypatch.setattr(
+        ppo_module, "generate",
+        lambda policy, ids, mask, *args: controlled_generation(module, ids, mask, responses, filler),
+    )
+    torch.manual_seed(0)
+    return module.rollout(batch)
+
+
+def prompt_batch(tokenizer) -> PromptBatch:
+    prompts = ["review of the lost key, about the music:", "review of moon harbor, about the plot:", "review of x, about the cast:"]
+    rows = [tokenizer(p)["input_ids"] for p in prompts]
+    width = max(len(r) for r in rows)
+    ids = torch.full((3, width), tokenizer.pad_token_id)
+    mask = torch.zeros((3, width), dtype=torch.long)
+    for i, r in enumerate(rows):  # left padding, as the datamodule does
+        ids[i, width - len(r):] = torch.tensor(r)
+        mask[i, width - len(r):] = 1
+    return PromptBatch(ids, mask, prompts)
+
+
+def test_tokens_after_eos_never_reach_rewards_advantages_or_losses(ppo, monkeypatch):
+    tok = ppo.tokenizer
+    eos = tok.eos_token_id
+    words = tok(" the music was great.")["input_ids"]
+    # Row 0 stops mid-way, row 1 stops at once, row 2 never stops (max length, no EOS).
+    responses = [words[:3] + [eos], [eos], words + words[:2]]
+    batch = prompt_batch(tok)
+    first, metrics_a, _, texts_a = rollout_with(ppo, monkeypatch, batch, responses, filler=tok.pad_token_id)
+    second, metrics_b, _, texts_b = rollout_with(ppo, monkeypatch, batch, responses, filler=words[2])
+    assert texts_a == texts_b
+    mask = first.response_mask
+    assert mask.sum(1).tolist() == [4, 1, len(words) + 2]
+    for name in ("old_logprobs", "ref_logprobs", "values", "advantages", "returns"):
+        a, b = getattr(first, name), getattr(second, name)
+        torch.testing.assert_close(a[mask], b[mask], msg=f"{name} depends on tokens after EOS")
+    torch.testing.assert_close(first.scores, second.scores)
+    for name in metrics_a:
+        torch.testing.assert_close(metrics_a[name], metrics_b[name], msg=f"metric {name} depends on tokens after EOS")
+    loss_a, _ = ppo.actor_loss(first, None)
+    loss_b, _ = ppo.actor_loss(second, None)
+    torch.testing.assert_close(loss_a, loss_b)
+    torch.testing.assert_close(ppo.critic_loss(first)[0], ppo.critic_loss(second)[0])
+
+
+def test_score_is_read_at_the_last_real_token_with_the_missing_eos_penalty(ppo, monkeypatch):
+    tok = ppo.tokenizer
+    eos = tok.eos_token_id
+    words = tok(" it was good.")["input_ids"]
+    responses = [words + [eos], words]
+    batch = prompt_batch(tok)
+    batch = PromptBatch(batch.input_ids[:2], batch.attention_mask[:2], batch.prompts[:2])
+    experience, metrics, _, _ = rollout_with(ppo, monkeypatch, batch, responses, filler=tok.pad_token_id)
+    for row, has_eos in enumerate([True, False]):
+        # Score the row alone, with no padding at all.
+        real = experience.attention_mask[row].bool()
+        ids = experience.sequences[row][real].unsqueeze(0)
+        alone = last_token_rewards(ppo.reward_model, ids, torch.ones_like(ids))
+        penalty = 0.0 if has_eos else 1.5
+        torch.testing.assert_close(experience.scores[row], alone[0] - penalty, rtol=1e-4, atol=1e-4)
+    # reward_total = score - beta * sum_t KL_t (k1, in the reward).
+    kl = masked_sum(kl_k1(experience.old_logprobs, experience.ref_logprobs), experience.response_mask, dim=1)
+    expected_total = (experience.scores - ppo.kl.coef * kl).mean()
+    torch.testing.assert_close(metrics["reward_total"], expected_total, rtol=1e-5, atol=1e-5)
+    assert metrics["eos_fraction"] == pytest.approx(0.5)
+
+
+def test_reference_and_policy_agree_before_training(ppo, monkeypatch):
+    """At step 0 the reference is a copy of the policy: every KL estimate is exactly zero."""
+    tok = ppo.tokenizer
+    responses = [tok(" the plot was dull.")["input_ids"] + [tok.eos_token_id]] * 3
+    experience, metrics, _, _ = rollout_with(ppo, monkeypatch, prompt_batch(tok), responses, filler=tok.pad_token_id)
+    assert float(metrics["kl_k1"]) == 0.0 and float(metrics["kl_k3"]) == 0.0
+    torch.testing.assert_close(experience.old_logprobs, experience.ref_logprobs)

@@ -69,16 +69,19 @@ def test_missing_data_file(tmp_path, data):
 @pytest.mark.parametrize(
     "data, bad_line, message",
     [
+        (JSONL, '{"prompt": "q", chosen: " a", "rejected": " b"}', "not valid JSON"),
+        # A line cut short (a partial write): the JSON error sits at the very end of the line.
         (JSONL, '{"prompt": "q", "chosen": " a", "rejected": ', "not valid JSON"),
         (JSONL, json.dumps({"prompt": "q", "chosen": " a"}), "record has no field 'rejected'"),
         (JSONL, json.dumps({"prompt": "q", "chosen": "  ", "rejected": " b"}), "chosen response is empty"),
+        (HH, '{"chosen": "\\n\\nHuman: hi\\n\\nAssistant: yo", rejected}', "not valid JSON"),
         (HH, '{"chosen": "\\n\\nHuman: hi\\n\\nAssistant: yo", ', "not valid JSON"),
         (HH, json.dumps({"chosen": "\n\nHuman: hi\n\nAssistant: yo"}), "record has no field 'rejected'"),
         (HH, json.dumps({"chosen": "\n\nHuman: hi\n\nAssistant:", "rejected": "\n\nHuman: hi\n\nAssistant: no"}),
          "chosen response is empty"),
     ],
-    ids=["jsonl-malformed", "jsonl-missing-field", "jsonl-empty-response",
-         "hh-malformed", "hh-missing-field", "hh-empty-response"],
+    ids=["jsonl-malformed", "jsonl-truncated", "jsonl-missing-field", "jsonl-empty-response",
+         "hh-malformed", "hh-truncated", "hh-missing-field", "hh-empty-response"],
 )
 def test_bad_record_names_file_and_line(tmp_path, data, bad_line, message):
     row = pair if data is JSONL else hh_pair

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
 import math
 from pathlib import Path
 
@@ -23,8 +24,9 @@ from lit_rlhf.data.collate import (
 )
 from lit_rlhf.data.datamodules import PreferenceDataModule, PromptDataModule, load_train_val
 from lit_rlhf.data.embedded import EmbeddedPretrainCorpus, EmbeddedPrompts, EmbeddedRankings
+from lit_rlhf.data.records import PromptRecord
 from lit_rlhf.data.sources import JsonlPreferenceSource
-from lit_rlhf.data.tokenization import EncodedExample, encode_prompt_responses
+from lit_rlhf.data.tokenization import EncodedExample, encode_prompt_responses, encode_prompts
 from lit_rlhf.errors import ConfigError, DataError
 from lit_rlhf.models.loading import load_tokenizer
 from lit_rlhf.train import build, fit
@@ -43,6 +45,19 @@ class CharTokenizer:
 
 def ids(text: str) -> list[int]:
     return [ord(c) for c in text]
+
+
+class ListSource:
+    """A data source from lists of records per split."""
+
+    def __init__(self, splits: dict[str, list]):
+        self.data = splits
+
+    def splits(self):
+        return list(self.data)
+
+    def load(self, split):
+        return list(self.data[split])
 
 
 @pytest.fixture(scope="module")
@@ -89,6 +104,31 @@ def test_encode_tokenizes_prompt_and_response_separately(tiny_tokenizer):
 def test_encode_refuses_bad_limits(max_length, max_prompt_length):
     with pytest.raises(ConfigError, match="max_prompt_length < max_length"):
         encode_prompt_responses(CharTokenizer(), ["a"], ["b"], max_length, max_prompt_length)
+
+
+def test_encode_prompts_keeps_the_end_and_counts_the_cut():
+    rows, truncated = encode_prompts(CharTokenizer(), ["abcdef", "xy", "pqr"], max_prompt_length=3)
+    assert rows == [ids("def"), ids("xy"), ids("pqr")] and truncated == 1
+
+
+@pytest.mark.parametrize("max_prompt_length", [0, -2])
+def test_encode_prompts_refuses_a_limit_below_one(max_prompt_length):
+    # ids[-0:] is the whole list: 0 must not quietly mean "no limit".
+    with pytest.raises(ConfigError, match="max_prompt_length > 0"):
+        encode_prompts(CharTokenizer(), ["abc"], max_prompt_length)
+
+
+def test_long_ppo_prompts_are_cut_and_reported_once_per_split(caplog):
+    source = ListSource({"train": [PromptRecord("abcdef"), PromptRecord("xy"), PromptRecord("long prompt")],
+                         "validation": [PromptRecord("ab")]})
+    datamodule = PromptDataModule(source, CharTokenizer(), batch_size=2, val_batch_size=2, max_prompt_length=3,
+                                  train_split="train", val_split="validation", val_fraction=0.05, seed=0)
+    with caplog.at_level(logging.WARNING, logger="lit_rlhf"):
+        datamodule.setup("validate")
+        datamodule.setup("fit")
+    reports = [r.getMessage() for r in caplog.records if r.getMessage().startswith("truncated")]
+    assert len(reports) == 1 and reports[0].startswith("truncated 2 of 3 train prompts to fit 3 tokens"), reports
+    assert [item.ids for item in datamodule.train_items] == [ids("def"), ids("xy"), ids("mpt")]
 
 
 # ----------------------------------------------------------------------------- masks and collation
@@ -192,17 +232,6 @@ def test_rankings_give_all_pairs_with_margins_from_scores(tiny_tokenizer):
 
 
 # ----------------------------------------------------------------------------- train/validation splits
-
-
-class ListSource:
-    def __init__(self, splits: dict[str, list]):
-        self.data = splits
-
-    def splits(self):
-        return list(self.data)
-
-    def load(self, split):
-        return list(self.data[split])
 
 
 def test_hold_out_is_seeded_disjoint_and_sized():

@@ -276,7 +276,8 @@ class PromptDataModule(L.LightningDataModule):
     def _items(self, records: list, split: str) -> list[PromptItem]:
         _require_records(records, split)
         prompts = [r.prompt for r in records]
-        ids = encode_prompts(self.tokenizer, prompts, self.max_prompt_length)
+        ids, truncated = encode_prompts(self.tokenizer, prompts, self.max_prompt_length)
+        report_truncation(truncated, len(ids), f"{split} prompts", self.max_prompt_length)
         empty = sum(not row for row in ids)
         if empty:
             raise DataError(f"{empty} {split} prompts tokenize to nothing; generation needs at least one prompt token")

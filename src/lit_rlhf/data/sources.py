@@ -329,7 +329,8 @@ def _parse_json_file(file: str) -> list[dict]:
             places = [f"{file}: record {number}" for number in range(1, len(records) + 1)]
         else:
             numbered = [(number, line) for number, line in enumerate(stream, 1) if not line.isspace()]
-            records = [_parse_json(line, file, number) for number, line in numbered]
+            # Strip the newline: a line cut short would otherwise fail on the *next* line number.
+            records = [_parse_json(line.strip(), file, number) for number, line in numbered]
             places = [f"{file}:{number}" for number, _ in numbered]
     for place, record in zip(places, records):
         if not isinstance(record, dict):

@@ -49,9 +49,15 @@ def encode_prompt_responses(
     return examples
 
 
-def encode_prompts(tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str], max_prompt_length: int) -> list[list[int]]:
-    """Prompt ids, keeping the end of over-long prompts."""
-    return [ids[-max_prompt_length:] for ids in tokenizer(list(prompts), add_special_tokens=True)["input_ids"]]
+def encode_prompts(
+    tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str], max_prompt_length: int
+) -> tuple[list[list[int]], int]:
+    """Prompt ids, keeping the end of over-long prompts, and how many prompts were cut."""
+    if max_prompt_length < 1:
+        # ids[-0:] would keep the whole prompt: 0 must not silently mean "no limit".
+        raise ConfigError(f"need max_prompt_length > 0, got {max_prompt_length}")
+    full = tokenizer(list(prompts), add_special_tokens=True)["input_ids"]
+    return [ids[-max_prompt_length:] for ids in full], sum(len(ids) > max_prompt_length for ids in full)
 
 
 def report_truncation(count: int, total: int, what: str, limit: int) -> None:

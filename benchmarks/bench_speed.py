@@ -47,7 +47,8 @@ def median_seconds(fn, repeats: int, device: torch.device) -> float:
 
 def bench_generation(policy, tokenizer, device, repeats: int, batch_size: int, new_tokens: int) -> dict:
     prompts = [r.prompt for r in EmbeddedPrompts().load("validation")[:batch_size]]
-    items = [PromptItem(ids, p) for ids, p in zip(encode_prompts(tokenizer, prompts, 24), prompts)]
+    prompt_ids, _ = encode_prompts(tokenizer, prompts, 24)
+    items = [PromptItem(ids, p) for ids, p in zip(prompt_ids, prompts)]
     batch = collate_prompts(items, tokenizer.pad_token_id)
     ids, mask = batch.input_ids.to(device), batch.attention_mask.to(device)
 

@@ -96,10 +96,13 @@ def as_ranked_group(record) -> tuple[tuple[str, ...], tuple[tuple[int, int], ...
     raise DataError(f"preference training needs chosen/rejected or ranked records; got {type(record).__name__}")
 
 
-class SFTDataModule(L.LightningDataModule):
-    """Prompt + demonstration pairs; the loss covers the response tokens only."""
+class RecordDataModule(L.LightningDataModule):
+    """What every datamodule shares: a source, its train/validation split, and the loaders' settings.
 
-    batch_type = SFTBatch
+    Subclasses turn records into items (`make_items`) and items into batches (`collate`).
+    """
+
+    batch_type: type
 
     def __init__(
         self,
@@ -107,8 +110,6 @@ class SFTDataModule(L.LightningDataModule):
         tokenizer: PreTrainedTokenizerBase,
         batch_size: int,
         val_batch_size: int,
-        max_length: int,
-        max_prompt_length: int,
         train_split: str,
         val_split: str | None,
         val_fraction: float,
@@ -121,19 +122,46 @@ class SFTDataModule(L.LightningDataModule):
         super().__init__()
         self.source, self.tokenizer, self.gold_reward = source, tokenizer, gold_reward
         self.batch_size, self.val_batch_size, self.num_workers, self.seed = batch_size, val_batch_size, num_workers, seed
-        self.max_length, self.max_prompt_length = max_length, max_prompt_length
         self.splits = (train_split, val_split, val_fraction)
-        self.train_items: list[SFTItem] | None = None
-        self.val_items: list[SFTItem] | None = None
+        self.train_items: list | None = None
+        self.val_items: list | None = None
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_items is not None:
             return
         train, val = load_train_val(self.source, *self.splits, seed=self.seed)
-        self.train_items, self.val_items = self._items(train, "train"), self._items(val, "validation")
+        _require_records(train, "train")
+        _require_records(val, "validation")
+        self.train_items = self.make_items(train, "train", first_id=0)
+        self.val_items = self.make_items(val, "validation", first_id=self.num_ids(self.train_items))
 
-    def _items(self, records: list, split: str) -> list[SFTItem]:
-        _require_records(records, split)
+    def make_items(self, records: list, split: str, first_id: int) -> list:
+        """Tokenized items of one split; ids (where a subclass uses them) start at `first_id`."""
+        raise NotImplementedError
+
+    def num_ids(self, items: list) -> int:
+        return len(items)
+
+    def collate(self, items: list):
+        raise NotImplementedError
+
+    def train_dataloader(self):
+        return train_loader(self.train_items, self.batch_size, self.collate, self.seed, self.num_workers)
+
+    def val_dataloader(self):
+        return eval_loader(self.val_items, self.val_batch_size, self.collate, self.num_workers)
+
+
+class SFTDataModule(RecordDataModule):
+    """Prompt + demonstration pairs; the loss covers the response tokens only."""
+
+    batch_type = SFTBatch
+
+    def __init__(self, source, tokenizer: PreTrainedTokenizerBase, max_length: int, max_prompt_length: int, **kwargs):
+        super().__init__(source, tokenizer, **kwargs)
+        self.max_length, self.max_prompt_length = max_length, max_prompt_length
+
+    def make_items(self, records: list, split: str, first_id: int) -> list[SFTItem]:
         pairs = [as_prompt_response(r) for r in records]
         examples = encode_prompt_responses(
             self.tokenizer, [p for p, _ in pairs], [r for _, r in pairs], self.max_length, self.max_prompt_length
@@ -141,59 +169,28 @@ class SFTDataModule(L.LightningDataModule):
         report_truncation(sum(e.truncated for e in examples), len(examples), f"{split} demonstrations", self.max_length)
         return [SFTItem(example, prompt) for example, (prompt, _) in zip(examples, pairs)]
 
-    def _collate(self):
-        return functools.partial(collate_sft, pad_id=self.tokenizer.pad_token_id)
-
-    def train_dataloader(self):
-        return train_loader(self.train_items, self.batch_size, self._collate(), self.seed, self.num_workers)
-
-    def val_dataloader(self):
-        return eval_loader(self.val_items, self.val_batch_size, self._collate(), self.num_workers)
+    def collate(self, items: list[SFTItem]) -> SFTBatch:
+        return collate_sft(items, self.tokenizer.pad_token_id)
 
 
-class PreferenceDataModule(L.LightningDataModule):
-    """Chosen/rejected pairs or K-wise rankings, for reward models and DPO."""
+class PreferenceDataModule(RecordDataModule):
+    """Chosen/rejected pairs or K-wise rankings, for reward models and DPO.
+
+    Every completion gets a dataset-wide sequence id (train first, then validation),
+    the key of DPO's cached reference log-probs.
+    """
 
     batch_type = PreferenceBatch
 
-    def __init__(
-        self,
-        source,
-        tokenizer: PreTrainedTokenizerBase,
-        batch_size: int,
-        val_batch_size: int,
-        max_length: int,
-        max_prompt_length: int,
-        train_split: str,
-        val_split: str | None,
-        val_fraction: float,
-        seed: int,
-        num_workers: int = 0,
-        gold_reward: GoldReward | None = None,
-        path: str | None = None,
-        skip_invalid: bool = False,
-    ):
-        super().__init__()
-        self.source, self.tokenizer, self.gold_reward = source, tokenizer, gold_reward
-        self.batch_size, self.val_batch_size, self.num_workers, self.seed = batch_size, val_batch_size, num_workers, seed
+    def __init__(self, source, tokenizer: PreTrainedTokenizerBase, max_length: int, max_prompt_length: int, **kwargs):
+        super().__init__(source, tokenizer, **kwargs)
         self.max_length, self.max_prompt_length = max_length, max_prompt_length
-        self.splits = (train_split, val_split, val_fraction)
-        self.train_items: list[PreferenceItem] | None = None
-        self.val_items: list[PreferenceItem] | None = None
 
-    def setup(self, stage: str | None = None) -> None:
-        if self.train_items is not None:
-            return
-        train, val = load_train_val(self.source, *self.splits, seed=self.seed)
-        self.train_items = self._items(train, "train", first_sequence_id=0)
-        self.val_items = self._items(val, "validation", first_sequence_id=self.num_sequences(self.train_items))
-
-    @staticmethod
-    def num_sequences(items: list[PreferenceItem]) -> int:
+    def num_ids(self, items: list[PreferenceItem]) -> int:
+        """Completions, not records: each completion has its own id."""
         return sum(len(item.examples) for item in items)
 
-    def _items(self, records: list, split: str, first_sequence_id: int) -> list[PreferenceItem]:
-        _require_records(records, split)
+    def make_items(self, records: list, split: str, first_id: int) -> list[PreferenceItem]:
         groups = [as_ranked_group(r) for r in records]
         prompts = [r.prompt for r, (responses, _, _) in zip(records, groups) for _ in responses]
         responses = [text for responses, _, _ in groups for text in responses]
@@ -202,25 +199,19 @@ class PreferenceDataModule(L.LightningDataModule):
         items, start = [], 0
         for record, (texts, pairs, margins) in zip(records, groups):
             examples = tuple(flat[start : start + len(texts)])
-            items.append(PreferenceItem(record.prompt, texts, examples, pairs, margins, first_sequence_id + start))
+            items.append(PreferenceItem(record.prompt, texts, examples, pairs, margins, first_id + start))
             start += len(texts)
         return items
 
-    def _collate(self):
-        return functools.partial(collate_preferences, pad_id=self.tokenizer.pad_token_id)
-
-    def train_dataloader(self):
-        return train_loader(self.train_items, self.batch_size, self._collate(), self.seed, self.num_workers)
-
-    def val_dataloader(self):
-        return eval_loader(self.val_items, self.val_batch_size, self._collate(), self.num_workers)
+    def collate(self, items: list[PreferenceItem]) -> PreferenceBatch:
+        return collate_preferences(items, self.tokenizer.pad_token_id)
 
     def all_dataloaders(self) -> list[DataLoader]:
         """Unshuffled passes over every split (to precompute reference log-probs once)."""
-        return [eval_loader(items, self.val_batch_size, self._collate(), self.num_workers) for items in (self.train_items, self.val_items)]
+        return [eval_loader(items, self.val_batch_size, self.collate, self.num_workers) for items in (self.train_items, self.val_items)]
 
 
-class PromptDataModule(L.LightningDataModule):
+class PromptDataModule(RecordDataModule):
     """Prompts for PPO rollouts, optionally with a pretraining corpus for PPO-ptx.
 
     Training batches are dicts: {"prompts": PromptBatch} plus {"pretrain": SFTBatch}
@@ -234,36 +225,23 @@ class PromptDataModule(L.LightningDataModule):
         self,
         source,
         tokenizer: PreTrainedTokenizerBase,
-        batch_size: int,
-        val_batch_size: int,
         max_prompt_length: int,
-        train_split: str,
-        val_split: str | None,
-        val_fraction: float,
-        seed: int,
         pretrain_source=None,
         pretrain_batch_size: int = 8,
         pretrain_max_length: int = 64,
-        num_workers: int = 0,
-        gold_reward: GoldReward | None = None,
-        path: str | None = None,
-        skip_invalid: bool = False,
+        **kwargs,
     ):
-        super().__init__()
-        self.source, self.pretrain_source, self.tokenizer, self.gold_reward = source, pretrain_source, tokenizer, gold_reward
-        self.batch_size, self.val_batch_size, self.num_workers, self.seed = batch_size, val_batch_size, num_workers, seed
+        super().__init__(source, tokenizer, **kwargs)
         self.max_prompt_length = max_prompt_length
-        self.pretrain_batch_size, self.pretrain_max_length = pretrain_batch_size, pretrain_max_length
-        self.splits = (train_split, val_split, val_fraction)
-        self.train_items: list[PromptItem] | None = None
-        self.val_items: list[PromptItem] | None = None
+        self.pretrain_source, self.pretrain_batch_size, self.pretrain_max_length = (
+            pretrain_source, pretrain_batch_size, pretrain_max_length,
+        )
         self.pretrain_items: list[SFTItem] | None = None
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_items is not None:
             return
-        train, val = load_train_val(self.source, *self.splits, seed=self.seed)
-        self.train_items, self.val_items = self._items(train, "train"), self._items(val, "validation")
+        super().setup(stage)
         if self.pretrain_source is not None:
             lines = self.pretrain_source.load("train")
             _require_records(lines, "pretraining")
@@ -273,8 +251,7 @@ class PromptDataModule(L.LightningDataModule):
             report_truncation(sum(e.truncated for e in examples), len(examples), "pretraining texts", self.pretrain_max_length)
             self.pretrain_items = [SFTItem(example, "") for example in examples]
 
-    def _items(self, records: list, split: str) -> list[PromptItem]:
-        _require_records(records, split)
+    def make_items(self, records: list, split: str, first_id: int) -> list[PromptItem]:
         prompts = [r.prompt for r in records]
         ids, truncated = encode_prompts(self.tokenizer, prompts, self.max_prompt_length)
         report_truncation(truncated, len(ids), f"{split} prompts", self.max_prompt_length)
@@ -283,11 +260,11 @@ class PromptDataModule(L.LightningDataModule):
             raise DataError(f"{empty} {split} prompts tokenize to nothing; generation needs at least one prompt token")
         return [PromptItem(row, prompt) for row, prompt in zip(ids, prompts)]
 
+    def collate(self, items: list[PromptItem]) -> PromptBatch:
+        return collate_prompts(items, self.tokenizer.pad_token_id)
+
     def train_dataloader(self):
-        pad_id = self.tokenizer.pad_token_id
-        prompts = train_loader(
-            self.train_items, self.batch_size, functools.partial(collate_prompts, pad_id=pad_id), self.seed, self.num_workers
-        )
+        prompts = super().train_dataloader()
         loaders = {"prompts": prompts}
         if self.pretrain_items is not None:
             sampler = RandomSampler(
@@ -299,11 +276,7 @@ class PromptDataModule(L.LightningDataModule):
                 self.pretrain_items,
                 batch_size=self.pretrain_batch_size,
                 sampler=sampler,
-                collate_fn=functools.partial(collate_sft, pad_id=pad_id),
+                collate_fn=functools.partial(collate_sft, pad_id=self.tokenizer.pad_token_id),
                 num_workers=self.num_workers,
             )
         return CombinedLoader(loaders, mode="min_size")
-
-    def val_dataloader(self):
-        collate = functools.partial(collate_prompts, pad_id=self.tokenizer.pad_token_id)
-        return eval_loader(self.val_items, self.val_batch_size, collate, self.num_workers)

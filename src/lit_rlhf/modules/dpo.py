@@ -103,7 +103,7 @@ class DPOModule(L.LightningModule):
         if not self.precompute_ref_logprobs or self.cached_ref_logps is not None:
             return
         datamodule = self.trainer.datamodule
-        cache = torch.full((datamodule.num_sequences(datamodule.train_items + datamodule.val_items),), float("nan"))
+        cache = torch.full((datamodule.num_ids(datamodule.train_items + datamodule.val_items),), float("nan"))
         for loader in datamodule.all_dataloaders():
             for batch in loader:
                 batch = move_data_to_device(batch, self.device)

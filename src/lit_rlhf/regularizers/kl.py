@@ -16,7 +16,18 @@ from lit_rlhf.rl.kl_controller import FixedKLController
 from lit_rlhf.rl.masking import masked_mean
 
 
-class KLInReward:
+class _KLPenalty:
+    """A KL estimator with a coefficient controller; subclasses decide where the penalty acts."""
+
+    def __init__(self, estimator, controller):
+        self.estimator, self.controller = estimator, controller
+
+    @property
+    def coef(self) -> float:
+        return self.controller.value
+
+
+class KLInReward(_KLPenalty):
     """r_t = -beta * KL_t on every response token, plus the score at the last one.
 
     Ziegler et al. 2019, "Fine-Tuning Language Models from Human Preferences";
@@ -27,13 +38,6 @@ class KLInReward:
         controller: fixed or adaptive coefficient beta.
     """
 
-    def __init__(self, estimator, controller):
-        self.estimator, self.controller = estimator, controller
-
-    @property
-    def coef(self) -> float:
-        return self.controller.value
-
     def reward_penalty(self, per_token_kl: torch.Tensor) -> torch.Tensor:
         """(B, T) what to subtract from each token's reward."""
         return self.coef * per_token_kl
@@ -42,7 +46,7 @@ class KLInReward:
         return RegularizerTerm.zero(logprobs)
 
 
-class KLInLoss:
+class KLInLoss(_KLPenalty):
     """beta * mean_t KL_t added to the actor's loss, with gradients through the policy (GRPO-style).
 
     Shao et al. 2024, "DeepSeekMath" (GRPO), which pairs it with the k3 estimator.
@@ -51,13 +55,6 @@ class KLInLoss:
         estimator: per-token KL estimator; `full` recomputes the reference logits per minibatch.
         controller: fixed or adaptive coefficient beta.
     """
-
-    def __init__(self, estimator, controller):
-        self.estimator, self.controller = estimator, controller
-
-    @property
-    def coef(self) -> float:
-        return self.controller.value
 
     def reward_penalty(self, per_token_kl: torch.Tensor) -> torch.Tensor:
         return torch.zeros_like(per_token_kl)
@@ -70,19 +67,14 @@ class KLInLoss:
         return RegularizerTerm(self.coef * kl, {"kl_loss": kl.detach()})
 
 
-class NoKL:
+class NoKL(_KLPenalty):
     """No KL penalty (beta = 0). The estimator still measures KL for the `train/kl` curve.
 
     `controller` is accepted so that `regularizer/kl=none` composes with any controller choice; it is unused.
     """
 
     def __init__(self, estimator, controller=None):
-        self.estimator = estimator
-        self.controller = FixedKLController(0.0)
-
-    @property
-    def coef(self) -> float:
-        return 0.0
+        super().__init__(estimator, FixedKLController(0.0))
 
     def reward_penalty(self, per_token_kl: torch.Tensor) -> torch.Tensor:
         return torch.zeros_like(per_token_kl)

@@ -226,8 +226,23 @@ def build_reward_model_with_nan_loss(tmp_path, overrides=()):
     return run
 
 
+class NaNDPOLoss:
+    beta, needs_reference, average_log_probs = 0.1, True, False
+
+    def __call__(self, policy_chosen, policy_rejected, reference_chosen, reference_rejected):
+        return (policy_chosen - policy_rejected) * math.nan
+
+
+def build_dpo_with_nan_loss(tmp_path, overrides=()):
+    overrides = ["data.batch_size=4", "data.val_batch_size=8", "module.val_sample_batches=0", *overrides]
+    run = build(compose_config("dpo", tmp_path, overrides))
+    run.module.loss_fn = NaNDPOLoss()
+    return run
+
+
 BUILDERS = {"ppo": (build_ppo_with_nan_reward, "policy", "reward or advantage"),
-            "reward_model": (build_reward_model_with_nan_loss, "model", "reward-model loss")}
+            "reward_model": (build_reward_model_with_nan_loss, "model", "reward-model loss"),
+            "dpo": (build_dpo_with_nan_loss, "policy", "DPO loss")}
 
 
 @pytest.mark.parametrize("stage", list(BUILDERS))

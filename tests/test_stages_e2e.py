@@ -95,3 +95,34 @@ def test_other_dpo_losses(tmp_path, loss):
     fit(run)
     assert changed(before, run.module.policy)
     assert (run.module.reference is None) == (loss == "reference_free")
+
+
+@pytest.fixture(scope="module")
+def tiny_gpt2(tmp_path_factory):
+    """A different architecture than the shipped Llama, saved as a local HF folder (what `model=hf` loads)."""
+    from lit_rlhf.models.loading import build_causal_lm, embedded_task_tokenizer
+
+    tokenizer = embedded_task_tokenizer()
+    model = build_causal_lm(tokenizer, model_type="gpt2", n_embd=32, n_layer=1, n_head=2, n_positions=128)
+    path = tmp_path_factory.mktemp("gpt2")
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.mark.parametrize(
+    "experiment, overrides",
+    [
+        ("rm_tiny", ["data.batch_size=4", "data.val_batch_size=8", "module.centering_coef=0.01"]),
+        ("dpo", ["data.batch_size=4", "data.val_batch_size=8", "module.sampling.max_new_tokens=8"]),
+        ("ppo_kl", PPO_FAST),
+    ],
+)
+def test_any_hf_causal_lm_by_path(tmp_path, tiny_gpt2, experiment, overrides):
+    """`model=hf model.name_or_path=<dir>`: AutoModelForCausalLM / ForSequenceClassification on a GPT-2."""
+    run = build(compose_config(experiment, tmp_path, ["model=hf", f"model.name_or_path={tiny_gpt2}", *overrides]))
+    trained = run.module.model if experiment == "rm_tiny" else run.module.policy
+    assert type(trained).__name__.startswith("GPT2")
+    before = parameters_of(trained)
+    fit(run)
+    assert changed(before, trained)

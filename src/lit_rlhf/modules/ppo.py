@@ -147,7 +147,7 @@ class PPOModule(L.LightningModule):
         mask, start = generation.response_mask, generation.prompt_length - 1
         # Position start + t predicts response token t.
         old_logprobs, logits = sequence_token_logprobs(self.policy, generation.sequences, generation.attention_mask)
-        ref_logprobs, ref_logits = sequence_token_logprobs(self.reference, generation.sequences, generation.attention_mask)
+        ref_logprobs, ref_logits = self.reference_forward(generation.sequences, generation.attention_mask)
         old_logprobs, ref_logprobs = old_logprobs[:, start:], ref_logprobs[:, start:]
         # (B, R, V) logits are only kept for the exact (`full`) estimator.
         if self.kl.estimator.needs_logits:
@@ -196,13 +196,20 @@ class PPOModule(L.LightningModule):
             metrics["value_mean"] = masked_mean(values, mask)
         return experience, metrics, prompts, responses
 
+    @torch.no_grad()
+    def reference_forward(self, sequences: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-token log-probs (B, T-1) and logits of the frozen reference.
+
+        The one place the reference runs: with LoRA it becomes the policy with its adapters switched off.
+        """
+        return sequence_token_logprobs(self.reference, sequences, attention_mask)
+
     # ------------------------------------------------------------------ update
     def reference_logits(self, minibatch: Experience) -> Callable[[], torch.Tensor]:
         """Reference logits over the response, computed only if a regularizer asks (full KL in the loss)."""
 
         def compute() -> torch.Tensor:
-            with torch.no_grad():
-                _, logits = sequence_token_logprobs(self.reference, minibatch.sequences, minibatch.attention_mask)
+            _, logits = self.reference_forward(minibatch.sequences, minibatch.attention_mask)
             return logits[:, minibatch.prompt_length - 1 :]
 
         return compute
@@ -303,7 +310,7 @@ class PPOModule(L.LightningModule):
         responses = decode_responses(self.tokenizer, generation)
         mask, start = generation.response_mask, generation.prompt_length - 1
         logprobs, _ = sequence_token_logprobs(self.policy, generation.sequences, generation.attention_mask)
-        ref_logprobs, _ = sequence_token_logprobs(self.reference, generation.sequences, generation.attention_mask)
+        ref_logprobs, _ = self.reference_forward(generation.sequences, generation.attention_mask)
         kl = masked_sum(kl_k1(logprobs[:, start:], ref_logprobs[:, start:]), mask, dim=1)
         metrics = self.val_metrics
         metrics["reward"].update(self.score(generation, batch.prompts, responses))

@@ -47,7 +47,8 @@ class PPOModule(L.LightningModule):
     Args:
         policy: the actor, initialised from the SFT model; the reference is a frozen copy of it.
         critic: a scalar-head model (values), or None for critic-free advantages (RLOO, GRPO, ...).
-        reward_model: a frozen scalar-head model scoring prompt + response, or None ...
+        reward_model: a frozen scalar-head model scoring prompt + response (it reads the policy's token
+            ids, so it must share the policy's tokenizer), or None ...
         reward_fn: ... a programmatic reward on texts (prompts, responses) -> (B,). Exactly one of the two.
         kl: `regularizer/kl` object (placement, estimator, controller).
         ptx: `regularizer/ptx` object (pretraining-gradient mix or none).
@@ -157,11 +158,12 @@ class PPOModule(L.LightningModule):
         values = None
         if self.critic is not None:
             values = scalar_head_outputs(self.critic, generation.sequences, generation.attention_mask)[:, start:-1]
-            values = values * mask
-        scores = self.score(generation, prompts, responses)
-        scores = scores - self.missing_eos_penalty * (~generation.has_stop).float()
+            values = values.masked_fill(~mask, 0.0)
+        raw_scores = self.score(generation, prompts, responses)
+        scores = raw_scores - self.missing_eos_penalty * (~generation.has_stop).float()
 
-        per_token_kl = self.kl.estimator(old_logprobs, ref_logprobs, logits, ref_logits) * mask
+        # masked_fill, not a product: whatever sits after EOS must not turn into NaN * 0.
+        per_token_kl = self.kl.estimator(old_logprobs, ref_logprobs, logits, ref_logits).masked_fill(~mask, 0.0)
         token_rewards = -self.kl.reward_penalty(per_token_kl)
         last = last_true_index(mask)
         token_rewards[torch.arange(len(last), device=self.device), last] += scores
@@ -184,7 +186,7 @@ class PPOModule(L.LightningModule):
             "kl_k1": masked_sum(kl_k1(old_logprobs, ref_logprobs), mask, dim=1).mean(),
             "kl_k3": masked_sum(kl_k3(old_logprobs, ref_logprobs), mask, dim=1).mean(),
             "kl_coef": torch.tensor(self.kl.coef),
-            "reward": scores.mean(),
+            "reward": raw_scores.mean(),
             "reward_total": masked_sum(token_rewards, mask, dim=1).mean(),
             "response_length": mask.sum(1).float().mean(),
             "eos_fraction": generation.has_stop.float().mean(),

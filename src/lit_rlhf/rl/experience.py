@@ -19,7 +19,7 @@ class Experience:
         ref_logprobs: (B, R) log pi_ref(y_t).
         values: (B, R) critic's V(s_t), the state before token t, or None without a critic.
         advantages: (B, R), returns: (B, R) or None.
-        scores: (B,) reward-source score (after the missing-EOS penalty).
+        scores: (B,) the reward source's score minus the missing-EOS penalty: what the update optimises.
     """
 
     sequences: torch.Tensor

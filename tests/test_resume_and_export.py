@@ -90,3 +90,4 @@ def test_failed_export_leaves_the_previous_one_intact(tmp_path):
     with pytest.raises(OSError, match="disk full"):
         save_pretrained_atomically(Broken(), None, target)
     assert sorted(p.name for p in target.iterdir()) == ["config.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["export"], "the temporary folder was left behind"

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import shutil
 from pathlib import Path
 
 import lightning as L
-
-log = logging.getLogger("lit_rlhf")
 
 
 def save_pretrained_atomically(model, tokenizer, dirpath: Path) -> None:
@@ -18,9 +15,13 @@ def save_pretrained_atomically(model, tokenizer, dirpath: Path) -> None:
     dirpath.parent.mkdir(parents=True, exist_ok=True)
     tmp = dirpath.with_name(f".{dirpath.name}.tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    if tokenizer is not None:
-        tokenizer.save_pretrained(tmp)
+    try:
+        model.save_pretrained(tmp)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     if dirpath.exists():
         old = dirpath.with_name(f".{dirpath.name}.old{os.getpid()}")
         os.replace(dirpath, old)
@@ -40,5 +41,5 @@ class HFExport(L.Callback):
         if trainer.interrupted or not trainer.is_global_zero:
             return
         save_pretrained_atomically(pl_module.export_model(), pl_module.tokenizer, self.dirpath)
-        log.info("exported the trained model (HF format) to %s", self.dirpath.resolve())
-        print(f"exported model: {self.dirpath.resolve()}")
+        # Printed, not logged: the path must reach the user whatever the logging config.
+        print(f"exported the trained model (HF format) to {self.dirpath.resolve()}")

@@ -13,6 +13,7 @@ import lightning as L
 import torch
 from lightning.pytorch.utilities import move_data_to_device
 from torchmetrics import MeanMetric
+from tqdm.auto import tqdm
 
 from lit_rlhf.data.batches import PreferenceBatch
 from lit_rlhf.models.heads import sequence_token_logprobs
@@ -104,8 +105,9 @@ class DPOModule(L.LightningModule):
             return
         datamodule = self.trainer.datamodule
         cache = torch.full((datamodule.num_ids(datamodule.train_items + datamodule.val_items),), float("nan"))
-        for loader in datamodule.all_dataloaders():
-            for batch in loader:
+        for loader, split in zip(datamodule.all_dataloaders(), ("train", "validation")):
+            # A pass over the whole dataset: long on real data, so it gets a progress bar.
+            for batch in tqdm(loader, desc=f"reference log-probs ({split})", disable=not self.trainer.is_global_zero):
                 batch = move_data_to_device(batch, self.device)
                 cache[batch.sequence_ids.cpu()] = self.completion_logps(self.reference, batch)[0].float().cpu()
         self.cached_ref_logps = cache

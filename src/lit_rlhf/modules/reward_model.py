@@ -74,6 +74,7 @@ class RewardModel(L.LightningModule):
         self.log("train/margin", (chosen - rejected).mean(), batch_size=pairs)
         self.log("train/reward_chosen", chosen.mean(), batch_size=pairs)
         self.log("train/reward_rejected", rejected.mean(), batch_size=pairs)
+        self.log("train/lr", self.optimizers().param_groups[0]["lr"], batch_size=pairs)
         return loss
 
     def validation_step(self, batch: PreferenceBatch, batch_idx: int) -> None:

@@ -59,6 +59,7 @@ class SFTModule(L.LightningModule):
             handle_nonfinite("SFT loss", self.global_step, self.skip_nonfinite_updates)
             return None
         self.log("train/loss", loss, prog_bar=True, batch_size=len(batch.prompts))
+        self.log("train/lr", self.optimizers().param_groups[0]["lr"], batch_size=len(batch.prompts))
         return loss
 
     def validation_step(self, batch: SFTBatch, batch_idx: int) -> None:

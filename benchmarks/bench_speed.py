@@ -22,11 +22,14 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch  # noqa: E402
 
 from lit_rlhf.config import asset_path  # noqa: E402
-from lit_rlhf.data.collate import collate_preferences  # noqa: E402
+from lit_rlhf.data.collate import (  # noqa: E402
+    PromptItem,
+    collate_preferences,  # noqa: E402
+    collate_prompts,
+)
 from lit_rlhf.data.datamodules import PreferenceDataModule  # noqa: E402
 from lit_rlhf.data.embedded import EmbeddedPreferencePairs, EmbeddedPrompts  # noqa: E402
 from lit_rlhf.data.tokenization import encode_prompts  # noqa: E402
-from lit_rlhf.data.collate import PromptItem, collate_prompts  # noqa: E402
 from lit_rlhf.models.loading import load_causal_lm, load_tokenizer  # noqa: E402
 from lit_rlhf.modules.dpo import DPOModule  # noqa: E402
 
@@ -54,8 +57,15 @@ def bench_generation(policy, tokenizer, device, repeats: int, batch_size: int, n
 
     def run(use_cache: bool):
         with torch.no_grad():
-            policy.generate(input_ids=ids, attention_mask=mask, do_sample=True, max_new_tokens=new_tokens,
-                            min_new_tokens=new_tokens, pad_token_id=tokenizer.pad_token_id, use_cache=use_cache)
+            policy.generate(
+                input_ids=ids,
+                attention_mask=mask,
+                do_sample=True,
+                max_new_tokens=new_tokens,
+                min_new_tokens=new_tokens,
+                pad_token_id=tokenizer.pad_token_id,
+                use_cache=use_cache,
+            )
 
     return {
         "ours": median_seconds(lambda: run(True), repeats, device),
@@ -65,8 +75,16 @@ def bench_generation(policy, tokenizer, device, repeats: int, batch_size: int, n
 
 def bench_dpo(policy, tokenizer, device, repeats: int, batch_size: int) -> tuple[dict, dict]:
     datamodule = PreferenceDataModule(
-        EmbeddedPreferencePairs(), tokenizer, batch_size=batch_size, val_batch_size=batch_size, max_length=64,
-        max_prompt_length=24, train_split="train", val_split="validation", val_fraction=0.05, seed=0,
+        EmbeddedPreferencePairs(),
+        tokenizer,
+        batch_size=batch_size,
+        val_batch_size=batch_size,
+        max_length=64,
+        max_prompt_length=24,
+        train_split="train",
+        val_split="validation",
+        val_fraction=0.05,
+        seed=0,
     )
     datamodule.setup()
     items = datamodule.val_items[:batch_size]
@@ -98,8 +116,14 @@ def bench_dpo(policy, tokenizer, device, repeats: int, batch_size: int) -> tuple
     def cached_reference():
         cache[together.sequence_ids.cpu()].to(device)
 
-    forward = {"ours": median_seconds(concatenated, repeats, device), "naive": median_seconds(separate, repeats, device)}
-    ref = {"ours": median_seconds(cached_reference, repeats, device), "naive": median_seconds(online_reference, repeats, device)}
+    forward = {
+        "ours": median_seconds(concatenated, repeats, device),
+        "naive": median_seconds(separate, repeats, device),
+    }
+    ref = {
+        "ours": median_seconds(cached_reference, repeats, device),
+        "naive": median_seconds(online_reference, repeats, device),
+    }
     return forward, ref
 
 
@@ -114,13 +138,16 @@ def main() -> None:
     torch.manual_seed(0)
     tokenizer = load_tokenizer(asset_path("tiny-sft"))
     policy = load_causal_lm(asset_path("tiny-sft")).to(device)
-    results = {"generation (KV cache vs none)": bench_generation(policy, tokenizer, device, args.repeats,
-                                                                 args.batch_size, args.new_tokens)}
+    results = {
+        "generation (KV cache vs none)": bench_generation(
+            policy, tokenizer, device, args.repeats, args.batch_size, args.new_tokens
+        )
+    }
     forward, reference = bench_dpo(policy, tokenizer, device, args.repeats, args.batch_size)
     results["DPO step (1 concatenated pass vs 2)"] = forward
     results["DPO reference log-probs (cache vs forward)"] = reference
     print(f"device={device} threads={torch.get_num_threads()} repeats={args.repeats} batch={args.batch_size}")
-    print(f"| pair | ours (s, median) | naive (s, median) | naive / ours |\n|---|---|---|---|")
+    print("| pair | ours (s, median) | naive (s, median) | naive / ours |\n|---|---|---|---|")
     for name, r in results.items():
         print(f"| {name} | {r['ours']:.4f} | {r['naive']:.4f} | {r['naive'] / r['ours']:.2f}x |")
     print(json.dumps(results))

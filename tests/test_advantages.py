@@ -28,8 +28,10 @@ def naive_gae(rewards, values, lengths, gamma, lam):
             delta = rewards[row][t] + gamma * next_value - values[row][t]
             running = delta + gamma * lam * running
             advantages[row][t] = running
-    returns = [[a + (v if t < lengths[row] else 0.0) for t, (a, v) in enumerate(zip(adv_row, val_row))]
-               for row, (adv_row, val_row) in enumerate(zip(advantages, values))]
+    returns = [
+        [a + (v if t < lengths[row] else 0.0) for t, (a, v) in enumerate(zip(adv_row, val_row))]
+        for row, (adv_row, val_row) in enumerate(zip(advantages, values))
+    ]
     return torch.tensor(advantages, dtype=torch.float64), torch.tensor(returns, dtype=torch.float64)
 
 
@@ -80,8 +82,9 @@ def test_gae_ignores_masked_out_garbage():
 
 def test_reinforce_baseline_by_hand():
     # mean of (1, 2, 3, 6) is 3
-    torch.testing.assert_close(reinforce_baseline_advantages(torch.tensor([1.0, 2.0, 3.0, 6.0])),
-                               torch.tensor([-2.0, -1.0, 0.0, 3.0]))
+    torch.testing.assert_close(
+        reinforce_baseline_advantages(torch.tensor([1.0, 2.0, 3.0, 6.0])), torch.tensor([-2.0, -1.0, 0.0, 3.0])
+    )
 
 
 def test_rloo_by_hand():
@@ -101,8 +104,9 @@ def test_group_relative_by_hand():
     torch.testing.assert_close(group_relative_advantages(scores, group_size=3, eps=0.0), expected)
     torch.testing.assert_close(group_relative_advantages(scores, group_size=3), expected, atol=1e-5, rtol=0)
     # scale=False (Dr. GRPO): centring only
-    torch.testing.assert_close(group_relative_advantages(scores, group_size=3, scale=False),
-                               torch.tensor([-1.0, 0.0, 1.0, -2.0, 2.0, 0.0]))
+    torch.testing.assert_close(
+        group_relative_advantages(scores, group_size=3, scale=False), torch.tensor([-1.0, 0.0, 1.0, -2.0, 2.0, 0.0])
+    )
 
 
 def test_group_relative_identical_scores_give_zero():
@@ -121,12 +125,14 @@ def test_group_estimators_validate_group_size(fn):
 # --- Hydra estimator classes ----------------------------------------------------------------
 
 # Two prompts × two samples. Per-token KL penalties plus the reward-model score on the last token.
-TOKEN_REWARDS = torch.tensor([
-    [-0.1, -0.1, 2.2, 9.0],  # score 2.0
-    [-0.2, 1.2, 9.0, 9.0],  # score 1.0
-    [0.5, 9.0, 9.0, 9.0],  # score 0.5
-    [0.0, 0.0, 0.0, 1.5],  # score 1.5
-])
+TOKEN_REWARDS = torch.tensor(
+    [
+        [-0.1, -0.1, 2.2, 9.0],  # score 2.0
+        [-0.2, 1.2, 9.0, 9.0],  # score 1.0
+        [0.5, 9.0, 9.0, 9.0],  # score 0.5
+        [0.0, 0.0, 0.0, 1.5],  # score 1.5
+    ]
+)
 MASK = torch.tensor([[1, 1, 1, 0], [1, 1, 0, 0], [1, 0, 0, 0], [1, 1, 1, 1]], dtype=torch.bool)
 
 

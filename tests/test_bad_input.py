@@ -14,13 +14,18 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import changed, compose_config, parameters_of, read_metrics
+
 from lit_rlhf.errors import ConfigError, DataError, NonFiniteError, UserError
 from lit_rlhf.train import build, find_user_error, fit
 
-SMALL = ["data.batch_size=4", "data.val_batch_size=4", "data.max_length=64", "data.max_prompt_length=32",
-         "data.val_fraction=0.2"]
+SMALL = [
+    "data.batch_size=4",
+    "data.val_batch_size=4",
+    "data.max_length=64",
+    "data.max_prompt_length=32",
+    "data.val_fraction=0.2",
+]
 JSONL = ["data=jsonl", *SMALL]
 HH = ["data=hh_rlhf", "data.val_split=null", *SMALL]
 
@@ -77,11 +82,22 @@ def test_missing_data_file(tmp_path, data):
         (HH, '{"chosen": "\\n\\nHuman: hi\\n\\nAssistant: yo", rejected}', "not valid JSON"),
         (HH, '{"chosen": "\\n\\nHuman: hi\\n\\nAssistant: yo", ', "not valid JSON"),
         (HH, json.dumps({"chosen": "\n\nHuman: hi\n\nAssistant: yo"}), "record has no field 'rejected'"),
-        (HH, json.dumps({"chosen": "\n\nHuman: hi\n\nAssistant:", "rejected": "\n\nHuman: hi\n\nAssistant: no"}),
-         "chosen response is empty"),
+        (
+            HH,
+            json.dumps({"chosen": "\n\nHuman: hi\n\nAssistant:", "rejected": "\n\nHuman: hi\n\nAssistant: no"}),
+            "chosen response is empty",
+        ),
     ],
-    ids=["jsonl-malformed", "jsonl-truncated", "jsonl-missing-field", "jsonl-empty-response",
-         "hh-malformed", "hh-truncated", "hh-missing-field", "hh-empty-response"],
+    ids=[
+        "jsonl-malformed",
+        "jsonl-truncated",
+        "jsonl-missing-field",
+        "jsonl-empty-response",
+        "hh-malformed",
+        "hh-truncated",
+        "hh-missing-field",
+        "hh-empty-response",
+    ],
 )
 def test_bad_record_names_file_and_line(tmp_path, data, bad_line, message):
     row = pair if data is JSONL else hh_pair
@@ -194,8 +210,13 @@ def test_cli_bad_data_prints_one_error_line(tmp_path, problem):
 
 # ----------------------------------------------------------------------------- non-finite values
 
-PPO_TEXT_REWARD = ["module.reward_model=null", "module.reward_fn=${data.gold_reward}", "data.batch_size=4",
-                   "data.val_batch_size=4", "module.sampling.max_new_tokens=8"]
+PPO_TEXT_REWARD = [
+    "module.reward_model=null",
+    "module.reward_fn=${data.gold_reward}",
+    "data.batch_size=4",
+    "data.val_batch_size=4",
+    "module.sampling.max_new_tokens=8",
+]
 
 
 def nan_reward(prompts, responses) -> torch.Tensor:
@@ -240,9 +261,11 @@ def build_dpo_with_nan_loss(tmp_path, overrides=()):
     return run
 
 
-BUILDERS = {"ppo": (build_ppo_with_nan_reward, "policy", "reward or advantage"),
-            "reward_model": (build_reward_model_with_nan_loss, "model", "reward-model loss"),
-            "dpo": (build_dpo_with_nan_loss, "policy", "DPO loss")}
+BUILDERS = {
+    "ppo": (build_ppo_with_nan_reward, "policy", "reward or advantage"),
+    "reward_model": (build_reward_model_with_nan_loss, "model", "reward-model loss"),
+    "dpo": (build_dpo_with_nan_loss, "policy", "DPO loss"),
+}
 
 
 @pytest.mark.parametrize("stage", list(BUILDERS))

@@ -8,11 +8,11 @@ import sys
 from pathlib import Path
 
 import pytest
+import test_stages_e2e
 import yaml
+from conftest import FAST, compose_config, logged_names
 from hydra import compose, initialize_config_dir
 
-import test_stages_e2e
-from conftest import FAST, compose_config, logged_names
 from lit_rlhf.config import CONFIG_DIR
 from lit_rlhf.loggers import has_wandb_credentials
 from lit_rlhf.train import build, fit
@@ -49,12 +49,20 @@ def cli(args: list[str], cwd: Path, timeout: int = 300) -> subprocess.CompletedP
     """`python -m lit_rlhf.train ...` in a directory outside the repository, offline."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "WANDB_MODE": "offline"}
     return subprocess.run(
-        [sys.executable, "-m", "lit_rlhf.train", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+        [sys.executable, "-m", "lit_rlhf.train", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 
-CLI_FAST = [arg for arg in FAST if not arg.startswith("~")] + ["~callbacks.progress_bar", "data.batch_size=4",
-                                                              "data.val_batch_size=8"]
+CLI_FAST = [arg for arg in FAST if not arg.startswith("~")] + [
+    "~callbacks.progress_bar",
+    "data.batch_size=4",
+    "data.val_batch_size=8",
+]
 
 
 def test_multirun_over_experiments_from_another_directory(tmp_path):
@@ -65,8 +73,13 @@ def test_multirun_over_experiments_from_another_directory(tmp_path):
 
 
 def test_hyperparameter_search_reports_the_best_value(tmp_path):
-    args = ["+experiment=rm_tiny", "hparams_search=rm_optuna", "hydra.sweeper.n_trials=2",
-            "hydra.sweeper.sampler.n_startup_trials=1", *CLI_FAST]
+    args = [
+        "+experiment=rm_tiny",
+        "hparams_search=rm_optuna",
+        "hydra.sweeper.n_trials=2",
+        "hydra.sweeper.sampler.n_startup_trials=1",
+        *CLI_FAST,
+    ]
     result = cli(args, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     [summary] = tmp_path.glob("outputs/rm_tiny/multiruns/*/optimization_results.yaml")

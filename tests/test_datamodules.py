@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import changed, compose_config, parameters_of
+
 from lit_rlhf.config import asset_path
 from lit_rlhf.data.collate import (
     PreferenceItem,
@@ -119,10 +119,23 @@ def test_encode_prompts_refuses_a_limit_below_one(max_prompt_length):
 
 
 def test_long_ppo_prompts_are_cut_and_reported_once_per_split(caplog):
-    source = ListSource({"train": [PromptRecord("abcdef"), PromptRecord("xy"), PromptRecord("long prompt")],
-                         "validation": [PromptRecord("ab")]})
-    datamodule = PromptDataModule(source, CharTokenizer(), batch_size=2, val_batch_size=2, max_prompt_length=3,
-                                  train_split="train", val_split="validation", val_fraction=0.05, seed=0)
+    source = ListSource(
+        {
+            "train": [PromptRecord("abcdef"), PromptRecord("xy"), PromptRecord("long prompt")],
+            "validation": [PromptRecord("ab")],
+        }
+    )
+    datamodule = PromptDataModule(
+        source,
+        CharTokenizer(),
+        batch_size=2,
+        val_batch_size=2,
+        max_prompt_length=3,
+        train_split="train",
+        val_split="validation",
+        val_fraction=0.05,
+        seed=0,
+    )
     with caplog.at_level(logging.WARNING, logger="lit_rlhf"):
         datamodule.setup("validate")
         datamodule.setup("fit")
@@ -209,9 +222,18 @@ def test_collate_prompts_pads_on_the_left():
 def test_rankings_give_all_pairs_with_margins_from_scores(tiny_tokenizer):
     k = 4
     source = EmbeddedRankings(seed=0, k=k)
-    datamodule = PreferenceDataModule(source, tiny_tokenizer, batch_size=3, val_batch_size=8, max_length=64,
-                                      max_prompt_length=24, train_split="train", val_split="validation",
-                                      val_fraction=0.05, seed=0)
+    datamodule = PreferenceDataModule(
+        source,
+        tiny_tokenizer,
+        batch_size=3,
+        val_batch_size=8,
+        max_length=64,
+        max_prompt_length=24,
+        train_split="train",
+        val_split="validation",
+        val_fraction=0.05,
+        seed=0,
+    )
     datamodule.setup("fit")
     records = source.load("train")
     for record, item in zip(records[:20], datamodule.train_items[:20]):
@@ -265,10 +287,27 @@ def test_missing_validation_split_lists_the_available_ones(tmp_path):
 
 # ----------------------------------------------------------------------------- real files end to end
 
-E2E = ["data.batch_size=4", "data.val_batch_size=4", "data.max_length=96", "data.max_prompt_length=64",
-       "data.val_fraction=0.2"]
-TOPICS = ["the weather", "a recipe", "my cat", "a book", "the train", "a song", "tea", "the garden",
-          "a film", "my bike", "the sea", "a poem"]
+E2E = [
+    "data.batch_size=4",
+    "data.val_batch_size=4",
+    "data.max_length=96",
+    "data.max_prompt_length=64",
+    "data.val_fraction=0.2",
+]
+TOPICS = [
+    "the weather",
+    "a recipe",
+    "my cat",
+    "a book",
+    "the train",
+    "a song",
+    "tea",
+    "the garden",
+    "a film",
+    "my bike",
+    "the sea",
+    "a poem",
+]
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> Path:
@@ -279,10 +318,16 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
 def hh_rows() -> list[dict]:
     rows = []
     for i, topic in enumerate(TOPICS):
-        shared = (f"\n\nHuman: Can you tell me about {topic}?\n\nAssistant: Sure, what about it?"
-                  f"\n\nHuman: Something short, please.\n\nAssistant:")
-        rows.append({"chosen": shared + f" Here is a short note on {topic}.",
-                     "rejected": shared + (" No." if i % 2 else " I would rather not.")})
+        shared = (
+            f"\n\nHuman: Can you tell me about {topic}?\n\nAssistant: Sure, what about it?"
+            f"\n\nHuman: Something short, please.\n\nAssistant:"
+        )
+        rows.append(
+            {
+                "chosen": shared + f" Here is a short note on {topic}.",
+                "rejected": shared + (" No." if i % 2 else " I would rather not."),
+            }
+        )
     return rows
 
 
@@ -298,8 +343,15 @@ def test_reward_model_trains_on_hh_rlhf_dialogues(tmp_path):
 
 
 def test_margin_reward_model_trains_on_jsonl_with_margins(tmp_path):
-    rows = [{"prompt": f"Say something about {topic}.", "chosen": f" {topic} is lovely.", "rejected": " meh",
-             "margin": float(i % 3)} for i, topic in enumerate(TOPICS)]
+    rows = [
+        {
+            "prompt": f"Say something about {topic}.",
+            "chosen": f" {topic} is lovely.",
+            "rejected": " meh",
+            "margin": float(i % 3),
+        }
+        for i, topic in enumerate(TOPICS)
+    ]
     file = write_jsonl(tmp_path / "pairs.jsonl", rows)
     run = build(compose_config("rm_margin", tmp_path, ["data=jsonl", f"data.path={file}", *E2E]))
     assert run.module.loss_fn.uses_margin
@@ -311,9 +363,14 @@ def test_margin_reward_model_trains_on_jsonl_with_margins(tmp_path):
 
 
 def test_dpo_trains_on_chat_messages(tmp_path):
-    rows = [{"prompt": [{"role": "user", "content": f"Tell me about {topic}."}],
-             "chosen": [{"role": "assistant", "content": f"{topic} is worth a look."}],
-             "rejected": [{"role": "assistant", "content": "No idea."}]} for topic in TOPICS]
+    rows = [
+        {
+            "prompt": [{"role": "user", "content": f"Tell me about {topic}."}],
+            "chosen": [{"role": "assistant", "content": f"{topic} is worth a look."}],
+            "rejected": [{"role": "assistant", "content": "No idea."}],
+        }
+        for topic in TOPICS
+    ]
     file = write_jsonl(tmp_path / "chat.jsonl", rows)
     overrides = ["data=jsonl", f"data.path={file}", "module.sampling.max_new_tokens=8", *E2E]
     run = build(compose_config("dpo", tmp_path, overrides))
@@ -332,10 +389,20 @@ def test_dpo_trains_on_chat_messages(tmp_path):
 
 @pytest.fixture(scope="module")
 def prompt_datamodule(tiny_tokenizer) -> PromptDataModule:
-    datamodule = PromptDataModule(EmbeddedPrompts(seed=0), tiny_tokenizer, batch_size=8, val_batch_size=8,
-                                  max_prompt_length=24, train_split="train", val_split="validation",
-                                  val_fraction=0.05, seed=0, pretrain_source=EmbeddedPretrainCorpus(seed=0),
-                                  pretrain_batch_size=4, pretrain_max_length=32)
+    datamodule = PromptDataModule(
+        EmbeddedPrompts(seed=0),
+        tiny_tokenizer,
+        batch_size=8,
+        val_batch_size=8,
+        max_prompt_length=24,
+        train_split="train",
+        val_split="validation",
+        val_fraction=0.05,
+        seed=0,
+        pretrain_source=EmbeddedPretrainCorpus(seed=0),
+        pretrain_batch_size=4,
+        pretrain_max_length=32,
+    )
     datamodule.setup("fit")
     return datamodule
 

@@ -40,8 +40,9 @@ def test_robust_by_hand_and_equals_sigmoid_without_noise():
     torch.testing.assert_close(dpo_robust_loss(*LOGPS, beta=0.5, label_smoothing=0.1), torch.tensor([expected]))
     generator = torch.Generator().manual_seed(0)
     random_logps = torch.randn(4, 8, generator=generator)
-    torch.testing.assert_close(dpo_robust_loss(*random_logps, beta=0.3, label_smoothing=0.0),
-                               dpo_sigmoid_loss(*random_logps, beta=0.3))
+    torch.testing.assert_close(
+        dpo_robust_loss(*random_logps, beta=0.3, label_smoothing=0.0), dpo_sigmoid_loss(*random_logps, beta=0.3)
+    )
 
 
 def test_ipo_by_hand():
@@ -67,14 +68,20 @@ def test_reference_free_ignores_reference():
     policy_chosen, policy_rejected = LOGPS[0], LOGPS[1]
     # β(π_c - π_r) = 0.5 · 2 = 1 -> -log σ(1)
     torch.testing.assert_close(loss_fn(policy_chosen, policy_rejected, None, None), torch.tensor([NEG_LOGSIG_1]))
-    torch.testing.assert_close(loss_fn(policy_chosen, policy_rejected, torch.tensor([5.0]), torch.tensor([-7.0])),
-                               torch.tensor([NEG_LOGSIG_1]))
+    torch.testing.assert_close(
+        loss_fn(policy_chosen, policy_rejected, torch.tensor([5.0]), torch.tensor([-7.0])), torch.tensor([NEG_LOGSIG_1])
+    )
 
 
 @pytest.mark.parametrize(
     "loss_fn",
-    [SigmoidLoss(beta=0.1), RobustLoss(beta=0.1, label_smoothing=0.2), IPOLoss(beta=0.1),
-     HingeLoss(beta=0.1), ReferenceFreeLoss(beta=0.1)],
+    [
+        SigmoidLoss(beta=0.1),
+        RobustLoss(beta=0.1, label_smoothing=0.2),
+        IPOLoss(beta=0.1),
+        HingeLoss(beta=0.1),
+        ReferenceFreeLoss(beta=0.1),
+    ],
     ids=lambda loss_fn: type(loss_fn).__name__,
 )
 def test_gradients_raise_chosen_and_lower_rejected(loss_fn):
@@ -100,10 +107,20 @@ def test_one_step_changes_parameters(cls):
 
 
 def test_class_attributes():
-    assert [cls.average_log_probs for cls in (SigmoidLoss, RobustLoss, IPOLoss, HingeLoss, ReferenceFreeLoss)] == \
-        [False, False, True, False, False]
-    assert [cls.needs_reference for cls in (SigmoidLoss, RobustLoss, IPOLoss, HingeLoss, ReferenceFreeLoss)] == \
-        [True, True, True, True, False]
+    assert [cls.average_log_probs for cls in (SigmoidLoss, RobustLoss, IPOLoss, HingeLoss, ReferenceFreeLoss)] == [
+        False,
+        False,
+        True,
+        False,
+        False,
+    ]
+    assert [cls.needs_reference for cls in (SigmoidLoss, RobustLoss, IPOLoss, HingeLoss, ReferenceFreeLoss)] == [
+        True,
+        True,
+        True,
+        True,
+        False,
+    ]
     assert SigmoidLoss().beta == 0.1 and RobustLoss().label_smoothing == 0.1
 
 

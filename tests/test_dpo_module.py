@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 import torch
-
 from conftest import compose_config
+
 from lit_rlhf.data.collate import collate_preferences
 from lit_rlhf.modules.dpo import DPOModule
 from lit_rlhf.regularizers.nll import ChosenNLL, NoNLL
@@ -18,7 +18,9 @@ SMALL = ["data.batch_size=4", "data.val_batch_size=8", "module.val_sample_batche
 def one_side(items, side: int):
     """The same preference items holding only their chosen (side 0) or rejected (side 1) completion."""
     return [
-        item.__class__(item.prompt, (item.responses[side],), (item.examples[side],), (), (), item.first_sequence_id + side)
+        item.__class__(
+            item.prompt, (item.responses[side],), (item.examples[side],), (), (), item.first_sequence_id + side
+        )
         for item in items
     ]
 
@@ -45,7 +47,9 @@ def write_pairs(path, count: int) -> None:
     from lit_rlhf.data.embedded import EmbeddedPreferencePairs
 
     records = EmbeddedPreferencePairs(seed=0).load("validation")[:count]
-    path.write_text("\n".join(json.dumps({"prompt": r.prompt, "chosen": r.chosen, "rejected": r.rejected}) for r in records))
+    path.write_text(
+        "\n".join(json.dumps({"prompt": r.prompt, "chosen": r.chosen, "rejected": r.rejected}) for r in records)
+    )
 
 
 def test_precomputed_reference_logprobs_equal_online_ones(tmp_path):

@@ -74,7 +74,13 @@ def test_state_dict_round_trip(make):
 
 
 def test_controllers_instantiate_from_hydra_config():
-    adaptive = instantiate({"_target_": "lit_rlhf.rl.kl_controller.AdaptiveKLController",
-                            "init_coef": 0.1, "target": 6.0, "horizon": 10000})
+    adaptive = instantiate(
+        {
+            "_target_": "lit_rlhf.rl.kl_controller.AdaptiveKLController",
+            "init_coef": 0.1,
+            "target": 6.0,
+            "horizon": 10000,
+        }
+    )
     fixed = instantiate({"_target_": "lit_rlhf.rl.kl_controller.FixedKLController", "coef": 0.1})
     assert adaptive.value == fixed.value == 0.1

@@ -96,11 +96,13 @@ def test_infinite_garbage_does_not_leak():
 
 
 def test_response_mask_by_hand():
-    ids = torch.tensor([
-        [5, 2, 7, 2],  # stop at 1: keep 0..1, later stop tokens are padding
-        [5, 6, 7, 8],  # no stop: truncated, keep everything
-        [2, 0, 0, 0],  # stop first: keep only the stop token
-    ])
+    ids = torch.tensor(
+        [
+            [5, 2, 7, 2],  # stop at 1: keep 0..1, later stop tokens are padding
+            [5, 6, 7, 8],  # no stop: truncated, keep everything
+            [2, 0, 0, 0],  # stop first: keep only the stop token
+        ]
+    )
     mask, has_stop = response_mask(ids, stop_token_ids=[2])
     expected = torch.tensor([[1, 1, 0, 0], [1, 1, 1, 1], [1, 0, 0, 0]], dtype=torch.bool)
     assert torch.equal(mask, expected)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import compose_config
 
 import lit_rlhf.modules.ppo as ppo_module
-from conftest import compose_config
 from lit_rlhf.data.batches import PromptBatch
 from lit_rlhf.models.heads import last_token_rewards
 from lit_rlhf.rl.kl import kl_k1
@@ -38,7 +38,8 @@ def controlled_generation(module, prompt_ids, prompt_mask, responses: list[list[
 
 def rollout_with(module, monkeypatch, batch: PromptBatch, responses, filler):
     monkeypatch.setattr(
-        ppo_module, "generate",
+        ppo_module,
+        "generate",
         lambda policy, ids, mask, *args: controlled_generation(module, ids, mask, responses, filler),
     )
     torch.manual_seed(0)
@@ -46,14 +47,18 @@ def rollout_with(module, monkeypatch, batch: PromptBatch, responses, filler):
 
 
 def prompt_batch(tokenizer) -> PromptBatch:
-    prompts = ["review of the lost key, about the music:", "review of moon harbor, about the plot:", "review of x, about the cast:"]
+    prompts = [
+        "review of the lost key, about the music:",
+        "review of moon harbor, about the plot:",
+        "review of x, about the cast:",
+    ]
     rows = [tokenizer(p)["input_ids"] for p in prompts]
     width = max(len(r) for r in rows)
     ids = torch.full((3, width), tokenizer.pad_token_id)
     mask = torch.zeros((3, width), dtype=torch.long)
     for i, r in enumerate(rows):  # left padding, as the datamodule does
-        ids[i, width - len(r):] = torch.tensor(r)
-        mask[i, width - len(r):] = 1
+        ids[i, width - len(r) :] = torch.tensor(r)
+        mask[i, width - len(r) :] = 1
     return PromptBatch(ids, mask, prompts)
 
 

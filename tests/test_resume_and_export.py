@@ -5,9 +5,9 @@ from __future__ import annotations
 import lightning as L
 import pytest
 import torch
+from conftest import compose_config
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
-from conftest import compose_config
 from lit_rlhf.callbacks.export import save_pretrained_atomically
 from lit_rlhf.train import build, fit
 
@@ -73,7 +73,9 @@ def test_exports_load_in_plain_transformers(tmp_path):
     sft = build(compose_config("sft_tiny", tmp_path / "sft", ["data.batch_size=8", "module.val_sample_batches=0"]))
     fit(sft)
     policy = AutoModelForCausalLM.from_pretrained(tmp_path / "sft" / "export")
-    ids = AutoTokenizer.from_pretrained(tmp_path / "sft" / "export")("review of x, about the plot:", return_tensors="pt")
+    ids = AutoTokenizer.from_pretrained(tmp_path / "sft" / "export")(
+        "review of x, about the plot:", return_tensors="pt"
+    )
     assert policy.generate(**ids, max_new_tokens=4, do_sample=False).shape[1] > ids["input_ids"].shape[1]
 
 

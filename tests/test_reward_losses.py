@@ -17,7 +17,9 @@ from lit_rlhf.losses.reward import (
 def test_bradley_terry_by_hand():
     # -log σ(1) = log(1 + e^-1) = 0.31326;  -log σ(0) = log 2
     chosen, rejected = torch.tensor([1.0, 0.5]), torch.tensor([0.0, 0.5])
-    torch.testing.assert_close(bradley_terry_loss(chosen, rejected), torch.tensor([math.log1p(math.exp(-1)), math.log(2)]))
+    torch.testing.assert_close(
+        bradley_terry_loss(chosen, rejected), torch.tensor([math.log1p(math.exp(-1)), math.log(2)])
+    )
 
 
 def test_bradley_terry_is_stable_for_large_gaps():
@@ -37,14 +39,16 @@ def test_bradley_terry_gradient_pushes_rewards_apart():
 def test_margin_loss_by_hand():
     # -log σ(2 - 1 - 1) = log 2; with m = 0 it is Bradley-Terry
     chosen, rejected = torch.tensor([2.0, 2.0]), torch.tensor([1.0, 1.0])
-    torch.testing.assert_close(margin_loss(chosen, rejected, torch.tensor([1.0, 0.0])),
-                               torch.tensor([math.log(2), math.log1p(math.exp(-1))]))
+    torch.testing.assert_close(
+        margin_loss(chosen, rejected, torch.tensor([1.0, 0.0])), torch.tensor([math.log(2), math.log1p(math.exp(-1))])
+    )
 
 
 def test_reward_centering_penalty_by_hand():
     # (1 + -3)² = 4, (0.5 + 0.5)² = 1
-    torch.testing.assert_close(reward_centering_penalty(torch.tensor([1.0, 0.5]), torch.tensor([-3.0, 0.5])),
-                               torch.tensor([4.0, 1.0]))
+    torch.testing.assert_close(
+        reward_centering_penalty(torch.tensor([1.0, 0.5]), torch.tensor([-3.0, 0.5])), torch.tensor([4.0, 1.0])
+    )
 
 
 @pytest.mark.parametrize(
@@ -76,23 +80,28 @@ def test_ranked_pairs_feed_the_pairwise_loss():
     # Rewards already in the labelled order give a smaller loss than reversed ones.
     better, worse = ranked_pair_indices([3])
     in_order = torch.tensor([3.0, 2.0, 1.0])
-    assert bradley_terry_loss(in_order[better], in_order[worse]).mean() < \
-        bradley_terry_loss(in_order.flip(0)[better], in_order.flip(0)[worse]).mean()
+    assert (
+        bradley_terry_loss(in_order[better], in_order[worse]).mean()
+        < bradley_terry_loss(in_order.flip(0)[better], in_order.flip(0)[worse]).mean()
+    )
 
 
 def test_bradley_terry_class_ignores_margin():
     loss_fn = BradleyTerryLoss()
     assert loss_fn.uses_margin is False
     chosen, rejected = torch.tensor([1.0]), torch.tensor([0.0])
-    torch.testing.assert_close(loss_fn(chosen, rejected, margin=torch.tensor([5.0])), bradley_terry_loss(chosen, rejected))
+    torch.testing.assert_close(
+        loss_fn(chosen, rejected, margin=torch.tensor([5.0])), bradley_terry_loss(chosen, rejected)
+    )
 
 
 def test_margin_class_scales_margin():
     loss_fn = MarginLoss(scale=0.5)
     assert loss_fn.uses_margin is True
     # -log σ(2 - 1 - 0.5·2) = log 2
-    torch.testing.assert_close(loss_fn(torch.tensor([2.0]), torch.tensor([1.0]), torch.tensor([2.0])),
-                               torch.tensor([math.log(2)]))
+    torch.testing.assert_close(
+        loss_fn(torch.tensor([2.0]), torch.tensor([1.0]), torch.tensor([2.0])), torch.tensor([math.log(2)])
+    )
 
 
 @pytest.mark.parametrize("margin", [None, torch.tensor([1.0, float("nan")])])

@@ -26,7 +26,9 @@ CHAT_TEMPLATE = (
     "{% if add_generation_prompt %}<|assistant|>{% endif %}"
 )
 # Opens generation with a tag that assistant turns never use, so the prefix check must fail.
-MISMATCHED_TEMPLATE = CHAT_TEMPLATE.replace("{% if add_generation_prompt %}<|assistant|>", "{% if add_generation_prompt %}<|bot|>")
+MISMATCHED_TEMPLATE = CHAT_TEMPLATE.replace(
+    "{% if add_generation_prompt %}<|assistant|>", "{% if add_generation_prompt %}<|bot|>"
+)
 
 
 @pytest.fixture(autouse=True)
@@ -155,8 +157,10 @@ GOOD_PAIRS = [pair(), "", pair()]  # lines 1-3, with a blank line 2 that holds n
 BAD_PAIRS = {
     "malformed json": ('{"prompt": "Q:", "chosen": " a" "rejected": " b"}', "not valid JSON (Expecting ',' delimiter)"),
     "not an object": ("[1, 2]", "not a JSON object"),
-    "missing field": ({"prompt": "Q:", "chosen": " a"},
-                      "record has no field 'rejected' (required: prompt, chosen, rejected; optional: margin)"),
+    "missing field": (
+        {"prompt": "Q:", "chosen": " a"},
+        "record has no field 'rejected' (required: prompt, chosen, rejected; optional: margin)",
+    ),
     "wrong type": (pair(chosen=7), "field 'chosen' must be a string"),
     "empty response": (pair(rejected="  \n"), "rejected response is empty"),
     "negative margin": (pair(margin=-1), "field 'margin' must be a finite number >= 0, got -1"),
@@ -175,8 +179,10 @@ def test_bad_jsonl_record_names_file_and_line(tmp_path, bad_line, message):
 
 BAD_DIALOGUES = {
     "no assistant turn": ({"chosen": "\n\nHuman: Hi?", "rejected": "\n\nHuman: Hi?"}, "has no '\\n\\nAssistant:' turn"),
-    "prompts differ": ({"chosen": "\n\nHuman: Hi?\n\nAssistant: Yo.", "rejected": "\n\nHuman: Hey?\n\nAssistant: Yo."},
-                       "chosen and rejected dialogues differ before the last Assistant turn"),
+    "prompts differ": (
+        {"chosen": "\n\nHuman: Hi?\n\nAssistant: Yo.", "rejected": "\n\nHuman: Hey?\n\nAssistant: Yo."},
+        "chosen and rejected dialogues differ before the last Assistant turn",
+    ),
     "empty response": (hh(rejected=""), "rejected response is empty"),
     "missing field": ({"chosen": hh()["chosen"]}, "record has no field 'rejected' (required: chosen, rejected)"),
 }
@@ -229,10 +235,14 @@ def test_empty_file_is_an_error(tmp_path):
 
 
 def test_chat_rows_without_a_tokenizer_are_an_error(tmp_path):
-    path = write_lines(tmp_path / "chat.jsonl", [pair(), {"chosen": [user("a"), assistant("b")],
-                                                          "rejected": [user("a"), assistant("c")]}])
-    for source in (JsonlPreferenceSource(str(path), skip_invalid=True),
-                   JsonlPreferenceSource(str(path), tokenizer=tiny_chat_tokenizer(template=None))):
+    path = write_lines(
+        tmp_path / "chat.jsonl",
+        [pair(), {"chosen": [user("a"), assistant("b")], "rejected": [user("a"), assistant("c")]}],
+    )
+    for source in (
+        JsonlPreferenceSource(str(path), skip_invalid=True),
+        JsonlPreferenceSource(str(path), tokenizer=tiny_chat_tokenizer(template=None)),
+    ):
         with pytest.raises(DataError, match="chat.template") as error:
             source.load("train")
         assert str(error.value).startswith(f"{path}:2: ")

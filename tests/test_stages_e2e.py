@@ -3,18 +3,35 @@
 from __future__ import annotations
 
 import pytest
-
 from conftest import changed, compose_config, logged_names, parameters_of
+
 from lit_rlhf.train import build, fit
 
 PPO_METRICS = {
-    "train/kl", "train/kl_k1", "train/kl_k3", "train/kl_coef", "train/reward", "train/reward_total",
-    "train/gold_reward", "train/entropy", "train/policy_loss", "train/clipfrac", "train/approx_kl",
-    "train/response_length", "train/eos_fraction",
-    "val/reward", "val/gold_reward", "val/kl",
+    "train/kl",
+    "train/kl_k1",
+    "train/kl_k3",
+    "train/kl_coef",
+    "train/reward",
+    "train/reward_total",
+    "train/gold_reward",
+    "train/entropy",
+    "train/policy_loss",
+    "train/clipfrac",
+    "train/approx_kl",
+    "train/response_length",
+    "train/eos_fraction",
+    "val/reward",
+    "val/gold_reward",
+    "val/kl",
 }
 CRITIC_METRICS = {"train/value_loss", "train/explained_variance"}
-PPO_FAST = ["data.batch_size=4", "data.val_batch_size=4", "module.sampling.max_new_tokens=8", "trainer.limit_train_batches=2"]
+PPO_FAST = [
+    "data.batch_size=4",
+    "data.val_batch_size=4",
+    "module.sampling.max_new_tokens=8",
+    "trainer.limit_train_batches=2",
+]
 
 
 def test_sft_trains_from_scratch(tmp_path):
@@ -82,8 +99,17 @@ def test_dpo_variants(tmp_path, experiment):
     fit(run)
     assert changed(before, run.module.policy)
     names = logged_names(tmp_path)
-    expected = {"train/rewards_chosen", "train/rewards_rejected", "train/rewards_margin", "train/logps_chosen",
-                "train/logps_rejected", "train/nll", "val/rewards_accuracy", "val/rewards_margin", "val/gold_reward"}
+    expected = {
+        "train/rewards_chosen",
+        "train/rewards_rejected",
+        "train/rewards_margin",
+        "train/logps_chosen",
+        "train/logps_rejected",
+        "train/nll",
+        "val/rewards_accuracy",
+        "val/rewards_margin",
+        "val/gold_reward",
+    }
     assert expected <= names, expected - names
 
 

@@ -17,9 +17,8 @@ import torch
 
 from lit_rlhf.errors import ConfigError
 from lit_rlhf.task import EmbeddedTask, GoldReward, build_task_tokenizer, max_gold_reward
-from lit_rlhf.task.gold_reward import gold_reward
 from lit_rlhf.task.dataset import MIN_PAIR_GAP, SPLITS
-from lit_rlhf.task.gold_reward import EMPTY_RESPONSE_REWARD, phrase_sentiment
+from lit_rlhf.task.gold_reward import EMPTY_RESPONSE_REWARD, gold_reward, phrase_sentiment
 from lit_rlhf.task.language import (
     ADJECTIVES,
     ASPECTS,
@@ -94,8 +93,11 @@ def test_gold_reward_of_hand_written_examples(prompt, response, expected):
         # stray dots are empty sentences: 4  vs  4 - 2 = 2
         (" the music was great. it was good.", " the music was great.. it was good.", 2.0),
         # rambling: 2 + 1 + 1 + 1 = 5  vs  5 - 1, the 4th sentence is not read
-        (" the music was great. it was good. it was fun.",
-         " the music was great. it was good. it was fun. it was very wonderful.", 1.0),
+        (
+            " the music was great. it was good. it was fun.",
+            " the music was great. it was good. it was fun. it was very wonderful.",
+            1.0,
+        ),
         # capitalised and other words are outside the language
         (" the music was great.", " The music was great!", 5.0),
     ],
@@ -124,8 +126,11 @@ def _random_response(rng: random.Random) -> str:
     sentences = []
     for _ in range(rng.randint(1, 5)):
         phrases = [
-            " ".join(["not"] * (rng.random() < 0.5) + [rng.choice(["very", "so"])] * (rng.random() < 0.5)
-                     + [rng.choice(ADJECTIVES)])
+            " ".join(
+                ["not"] * (rng.random() < 0.5)
+                + [rng.choice(["very", "so"])] * (rng.random() < 0.5)
+                + [rng.choice(ADJECTIVES)]
+            )
             for _ in range(rng.randint(1, 2))
         ]
         subject = rng.choice(["it", "this movie", f"the {rng.choice(ASPECTS)}"])
@@ -135,8 +140,10 @@ def _random_response(rng: random.Random) -> str:
 
 def test_max_gold_reward_is_reached_and_never_exceeded():
     # Six distinct phrases worth 1.5 * 2 = 3 each, plus the aspect bonus: 6 * 3 + 1 = 19.
-    best = (" the music was very great and really wonderful. it was so brilliant and not very awful."
-            " it was not very terrible and not very dreadful.")
+    best = (
+        " the music was very great and really wonderful. it was so brilliant and not very awful."
+        " it was not very terrible and not very dreadful."
+    )
     assert gold_reward(MUSIC, best) == max_gold_reward() == 19.0
     rng = random.Random(0)
     assert max(gold_reward(MUSIC, _random_response(rng)) for _ in range(3000)) <= max_gold_reward()
@@ -172,8 +179,13 @@ def test_gold_reward_callable_is_batched_float32_and_hydra_instantiable():
 
 
 def test_default_sizes(task):
-    sizes = {"prompts": (2000, 256), "demonstrations": (20000, 1000), "preference_pairs": (10000, 1000),
-             "rankings": (2000, 200), "pretraining_corpus": (10000, 500)}
+    sizes = {
+        "prompts": (2000, 256),
+        "demonstrations": (20000, 1000),
+        "preference_pairs": (10000, 1000),
+        "rankings": (2000, 200),
+        "pretraining_corpus": (10000, 500),
+    }
     for name, expected in sizes.items():
         assert tuple(len(getattr(task, name)(split)) for split in SPLITS) == expected
 
@@ -184,8 +196,9 @@ def test_demonstrations_leave_room_to_improve(task):
     assert statistics.pstdev(golds) > 2.0
     assert max(golds) < max_gold_reward() - 3
     # A few careless repeats, so the reward model sees the penalty only rarely.
-    adjectives = [[p.adjective for s in parse_response(r.response) for p in s.phrases]
-                  for r in task.demonstrations("train")]
+    adjectives = [
+        [p.adjective for s in parse_response(r.response) for p in s.phrases] for r in task.demonstrations("train")
+    ]
     repeats = [len(set(words)) < len(words) for words in adjectives]
     assert 0.005 < sum(repeats) / len(repeats) < 0.05
 
@@ -207,8 +220,9 @@ def _fingerprint(task: EmbeddedTask) -> str:
     return hashlib.sha256(json.dumps(data).encode()).hexdigest()
 
 
-SMALL = dict(num_prompts=(20, 5), num_demonstrations=(50, 10), num_pairs=(30, 10), num_rankings=(10, 5),
-             num_corpus_lines=(40, 8))
+SMALL = dict(
+    num_prompts=(20, 5), num_demonstrations=(50, 10), num_pairs=(30, 10), num_rankings=(10, 5), num_corpus_lines=(40, 8)
+)
 
 
 def test_datasets_and_tokenizer_are_deterministic_across_processes():
@@ -220,8 +234,9 @@ def test_datasets_and_tokenizer_are_deterministic_across_processes():
     )
     env = {**os.environ, "PYTHONHASHSEED": "123"}
     root = Path(__file__).resolve().parents[1]
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         env=env, cwd=root).stdout.split()
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env, cwd=root
+    ).stdout.split()
     task = EmbeddedTask(seed=7, **SMALL)
     assert out == [_fingerprint(task), _tokenizer_fingerprint(task)]
     assert _fingerprint(EmbeddedTask(seed=8, **SMALL)) != out[0]
@@ -301,9 +316,15 @@ def _tokenizer_fingerprint(task: EmbeddedTask) -> str:
 
 @pytest.mark.parametrize(
     "text",
-    ["héllo wörld", "日本語のテキスト 🎉🚀", "  leading spaces\tand\ttabs\r\n", "e\u0301 combining",
-     "\x00\x7f bytes",
-     "Human: hi\n\nAssistant: hello", "<|user|>\nmarkers <|assistant|>\n"],
+    [
+        "héllo wörld",
+        "日本語のテキスト 🎉🚀",
+        "  leading spaces\tand\ttabs\r\n",
+        "e\u0301 combining",
+        "\x00\x7f bytes",
+        "Human: hi\n\nAssistant: hello",
+        "<|user|>\nmarkers <|assistant|>\n",
+    ],
 )
 def test_tokenizer_round_trips_arbitrary_text(tokenizer, text):
     ids = tokenizer.encode(text, add_special_tokens=True)
@@ -336,7 +357,10 @@ def test_tokenizer_save_and_load_with_auto_tokenizer(tokenizer, tmp_path):
     text = f"{MUSIC} the music was good. 🎉"
     assert loaded.encode(text) == tokenizer.encode(text)
     assert (loaded.pad_token_id, loaded.eos_token_id, loaded.padding_side) == (
-        tokenizer.pad_token_id, tokenizer.eos_token_id, "right")
+        tokenizer.pad_token_id,
+        tokenizer.eos_token_id,
+        "right",
+    )
     messages = [{"role": "user", "content": MUSIC}]
     rendered = tokenizer.apply_chat_template(messages, tokenize=False)
     assert loaded.apply_chat_template(messages, tokenize=False) == rendered

@@ -18,7 +18,9 @@ def asset_path(name: str) -> str:
     """Absolute path of a model asset shipped inside the package."""
     path = ASSETS_DIR / name
     if not (path / "config.json").exists():
-        available = sorted(p.name for p in ASSETS_DIR.iterdir() if (p / "config.json").exists()) if ASSETS_DIR.exists() else []
+        available = (
+            sorted(p.name for p in ASSETS_DIR.iterdir() if (p / "config.json").exists()) if ASSETS_DIR.exists() else []
+        )
         raise ConfigError(
             f"shipped asset '{name}' is missing at {path} (available: {', '.join(available) or 'none'}); "
             "rebuild it as the README's 'Shipped assets' section shows"
@@ -50,7 +52,9 @@ def loggable_config(cfg: DictConfig) -> dict:
 
     def resolve(node, path: str):
         if isinstance(node, DictConfig):
-            return {str(key): resolve(node._get_node(key), f"{path}.{key}" if path else str(key)) for key in node.keys()}
+            return {
+                str(key): resolve(node._get_node(key), f"{path}.{key}" if path else str(key)) for key in node.keys()
+            }
         if isinstance(node, ListConfig):
             return [resolve(node._get_node(i), f"{path}[{i}]") for i in range(len(node))]
         try:

@@ -23,7 +23,9 @@ def has_wandb_credentials() -> bool:
     return any("wandb" in host for host in hosts)
 
 
-def wandb_logger(project: str, save_dir: str, name: str | None = None, offline: bool | None = None, **kwargs) -> WandbLogger:
+def wandb_logger(
+    project: str, save_dir: str, name: str | None = None, offline: bool | None = None, **kwargs
+) -> WandbLogger:
     """A WandbLogger that never prompts: offline unless credentials exist (or `offline` says otherwise)."""
     if offline is None:
         offline = os.environ.get("WANDB_MODE") in ("offline", "disabled") or not has_wandb_credentials()

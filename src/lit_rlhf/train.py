@@ -103,7 +103,10 @@ def main(cfg: DictConfig) -> float | None:
     if cfg.optimized_metric is None:
         return None
     if cfg.optimized_metric not in metrics:
-        print(f"error: optimized_metric '{cfg.optimized_metric}' was not logged; logged: {sorted(metrics)}", file=sys.stderr)
+        print(
+            f"error: optimized_metric '{cfg.optimized_metric}' was not logged; logged: {sorted(metrics)}",
+            file=sys.stderr,
+        )
         sys.exit(2)
     return metrics[cfg.optimized_metric]
 

@@ -96,7 +96,9 @@ def collate_preferences(items: Sequence[PreferenceItem], pad_id: int) -> Prefere
             worse.append(offset + j)
             margins.append(margin)
     input_ids, attention_mask = pad_right([e.ids for e in examples], pad_id)
-    prompt_ids, prompt_mask = pad_left([item.examples[0].ids[: item.examples[0].prompt_length] for item in items], pad_id)
+    prompt_ids, prompt_mask = pad_left(
+        [item.examples[0].ids[: item.examples[0].prompt_length] for item in items], pad_id
+    )
     return PreferenceBatch(
         input_ids=input_ids,
         attention_mask=attention_mask,

@@ -32,14 +32,16 @@ from lit_rlhf.data.collate import (
     collate_prompts,
     collate_sft,
 )
-from lit_rlhf.data.records import PreferenceRecord, PromptRecord, RankedRecord, SFTRecord
+from lit_rlhf.data.records import PreferenceRecord, RankedRecord, SFTRecord
 from lit_rlhf.data.tokenization import encode_prompt_responses, encode_prompts, report_truncation
 from lit_rlhf.errors import ConfigError, DataError
 
 GoldReward = Callable[[Sequence[str], Sequence[str]], torch.Tensor]
 
 
-def load_train_val(source, train_split: str, val_split: str | None, val_fraction: float, seed: int) -> tuple[list, list]:
+def load_train_val(
+    source, train_split: str, val_split: str | None, val_fraction: float, seed: int
+) -> tuple[list, list]:
     """Records of the training split and of a validation split, or a seeded hold-out of `val_fraction`."""
     train = source.load(train_split)
     if val_split is not None:
@@ -121,7 +123,12 @@ class RecordDataModule(L.LightningDataModule):
     ):
         super().__init__()
         self.source, self.tokenizer, self.gold_reward = source, tokenizer, gold_reward
-        self.batch_size, self.val_batch_size, self.num_workers, self.seed = batch_size, val_batch_size, num_workers, seed
+        self.batch_size, self.val_batch_size, self.num_workers, self.seed = (
+            batch_size,
+            val_batch_size,
+            num_workers,
+            seed,
+        )
         self.splits = (train_split, val_split, val_fraction)
         self.train_items: list | None = None
         self.val_items: list | None = None
@@ -208,7 +215,10 @@ class PreferenceDataModule(RecordDataModule):
 
     def all_dataloaders(self) -> list[DataLoader]:
         """Unshuffled passes over every split (to precompute reference log-probs once)."""
-        return [eval_loader(items, self.val_batch_size, self.collate, self.num_workers) for items in (self.train_items, self.val_items)]
+        return [
+            eval_loader(items, self.val_batch_size, self.collate, self.num_workers)
+            for items in (self.train_items, self.val_items)
+        ]
 
 
 class PromptDataModule(RecordDataModule):
@@ -234,7 +244,9 @@ class PromptDataModule(RecordDataModule):
         super().__init__(source, tokenizer, **kwargs)
         self.max_prompt_length = max_prompt_length
         self.pretrain_source, self.pretrain_batch_size, self.pretrain_max_length = (
-            pretrain_source, pretrain_batch_size, pretrain_max_length,
+            pretrain_source,
+            pretrain_batch_size,
+            pretrain_max_length,
         )
         self.pretrain_items: list[SFTItem] | None = None
 
@@ -248,7 +260,9 @@ class PromptDataModule(RecordDataModule):
             examples = encode_prompt_responses(
                 self.tokenizer, [""] * len(lines), [r.response for r in lines], self.pretrain_max_length, 1
             )
-            report_truncation(sum(e.truncated for e in examples), len(examples), "pretraining texts", self.pretrain_max_length)
+            report_truncation(
+                sum(e.truncated for e in examples), len(examples), "pretraining texts", self.pretrain_max_length
+            )
             self.pretrain_items = [SFTItem(example, "") for example in examples]
 
     def make_items(self, records: list, split: str, first_id: int) -> list[PromptItem]:

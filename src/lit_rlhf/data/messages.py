@@ -48,8 +48,10 @@ def preference_from_row(row: dict, renderer: ChatRenderer | None) -> PreferenceR
         raise DataError(f"record has no field 'prompt' ({PREFERENCE_FIELDS})")
     for field in ("prompt", "chosen", "rejected"):
         if not isinstance(row[field], str):
-            raise DataError(f"field '{field}' must be a string (or, for chat data, a list of messages), "
-                            f"got {type(row[field]).__name__}")
+            raise DataError(
+                f"field '{field}' must be a string (or, for chat data, a list of messages), "
+                f"got {type(row[field]).__name__}"
+            )
     for field in ("chosen", "rejected"):
         if not row[field].strip():
             raise DataError(f"{field} response is empty")
@@ -88,8 +90,11 @@ def _messages(row: dict, field: str) -> list[Message]:
         raise DataError(f"field '{field}' must be a non-empty list of {{role, content}} messages")
     messages = []
     for number, message in enumerate(value, 1):
-        if not (isinstance(message, dict) and isinstance(message.get("role"), str)
-                and isinstance(message.get("content"), str)):
+        if not (
+            isinstance(message, dict)
+            and isinstance(message.get("role"), str)
+            and isinstance(message.get("content"), str)
+        ):
             raise DataError(f"{field} message {number} is not a {{role, content}} message with string values")
         messages.append({key: item for key, item in message.items() if item is not None})
     return messages
@@ -104,11 +109,15 @@ class ChatRenderer:
 
     def __init__(self, tokenizer: Any):
         if tokenizer is None:
-            raise DataError("chosen/rejected are chat messages, which need a tokenizer with a chat template "
-                            "to become text; none was given (pass tokenizer= to the source)")
+            raise DataError(
+                "chosen/rejected are chat messages, which need a tokenizer with a chat template "
+                "to become text; none was given (pass tokenizer= to the source)"
+            )
         if not getattr(tokenizer, "chat_template", None):
-            raise DataError(f"chosen/rejected are chat messages, but tokenizer {type(tokenizer).__name__} "
-                            "has no chat_template to render them with")
+            raise DataError(
+                f"chosen/rejected are chat messages, but tokenizer {type(tokenizer).__name__} "
+                "has no chat_template to render them with"
+            )
         self.tokenizer = tokenizer
         self.eos_token = getattr(tokenizer, "eos_token", None)
 
@@ -120,15 +129,18 @@ class ChatRenderer:
         rejected = self._response(prompt, prompt_messages, rejected_messages, "rejected")
         return prompt, chosen, rejected
 
-    def _response(self, prompt: str, prompt_messages: list[Message], response_messages: list[Message],
-                  field: str) -> str:
+    def _response(
+        self, prompt: str, prompt_messages: list[Message], response_messages: list[Message], field: str
+    ) -> str:
         if not any(message["content"].strip() for message in response_messages):
             raise DataError(f"{field} response is empty")
         full = self._render(prompt_messages + response_messages, add_generation_prompt=False)
         if not full.startswith(prompt):
-            raise DataError(f"the chat template's rendering of the {field} conversation does not start with its "
-                            "rendering of the prompt (add_generation_prompt=True), so the response cannot be cut out")
-        return self._without_eos(full[len(prompt):])
+            raise DataError(
+                f"the chat template's rendering of the {field} conversation does not start with its "
+                "rendering of the prompt (add_generation_prompt=True), so the response cannot be cut out"
+            )
+        return self._without_eos(full[len(prompt) :])
 
     def _without_eos(self, response: str) -> str:
         # The training pipeline appends EOS itself. Templates that close each turn

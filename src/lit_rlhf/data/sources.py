@@ -93,8 +93,9 @@ class HHRLHFSource:
 # ----------------------------------------------------------------------------- rows -> records
 
 
-def validate_rows(rows: SplitRows, parse: Callable[[dict], PreferenceRecord],
-                  skip_invalid: bool) -> list[PreferenceRecord]:
+def validate_rows(
+    rows: SplitRows, parse: Callable[[dict], PreferenceRecord], skip_invalid: bool
+) -> list[PreferenceRecord]:
     """Parse every row; the first invalid one raises, or with `skip_invalid` all are counted and warned about once."""
     records, skipped, first_skipped = [], 0, None
     for index, row in enumerate(rows.rows):
@@ -109,8 +110,10 @@ def validate_rows(rows: SplitRows, parse: Callable[[dict], PreferenceRecord],
     if skipped:
         place, reason = first_skipped
         first = place.line_or_record if len(rows.files) == 1 else str(place)
-        logger.warning(f"skipped {skipped} of {len(rows.rows)} records in {rows.name}: they are invalid and "
-                       f"skip_invalid=True (first at {first}: {reason})")
+        logger.warning(
+            f"skipped {skipped} of {len(rows.rows)} records in {rows.name}: they are invalid and "
+            f"skip_invalid=True (first at {first}: {reason})"
+        )
     if not records:
         why = f"all {skipped} records are invalid (first at {place}: {reason})" if skipped else "the data is empty"
         raise DataError(f"no valid records in {rows.name}: {why}")
@@ -147,8 +150,10 @@ def _builder_for(file: str) -> str:
         stem, extension = os.path.splitext(stem)
     if extension not in _BUILDERS:
         supported = ", ".join(_BUILDERS)
-        raise DataError(f"{file}: unsupported file type '{extension}' (supported: {supported}, "
-                        f"optionally compressed as {', '.join(_OPENERS)})")
+        raise DataError(
+            f"{file}: unsupported file type '{extension}' (supported: {supported}, "
+            f"optionally compressed as {', '.join(_OPENERS)})"
+        )
     return _BUILDERS[extension]
 
 
@@ -174,8 +179,10 @@ def available_splits(path: str) -> list[str]:
 
 def _hub_failure(name: str, error: Exception) -> str:
     local = os.path.abspath(os.path.expanduser(name))
-    return (f"could not load '{name}' from the Hugging Face Hub ({type(error).__name__}: {error}); "
-            f"no local file or folder {local} exists either, and offline runs need one as data.path")
+    return (
+        f"could not load '{name}' from the Hugging Face Hub ({type(error).__name__}: {error}); "
+        f"no local file or folder {local} exists either, and offline runs need one as data.path"
+    )
 
 
 def _missing_split(split: str, path: str, available: list[str]) -> DataError:

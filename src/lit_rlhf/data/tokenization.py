@@ -15,7 +15,10 @@ log = logging.getLogger("lit_rlhf")
 
 @dataclass(frozen=True)
 class EncodedExample:
-    """`ids` = prompt tokens + response tokens (+ EOS unless truncated away); the first `prompt_length` are the prompt."""
+    """`ids` = prompt tokens + response tokens (+ EOS unless truncated away).
+
+    The first `prompt_length` ids are the prompt.
+    """
 
     ids: list[int]
     prompt_length: int
@@ -64,6 +67,10 @@ def report_truncation(count: int, total: int, what: str, limit: int) -> None:
     """Say once how many sequences were cut, so a too-small max_length is never silent."""
     if count:
         log.warning(
-            "truncated %d of %d %s to fit %d tokens (raise data.max_length / data.max_prompt_length to keep them whole)",
-            count, total, what, limit,
+            "truncated %d of %d %s to fit %d tokens "
+            "(raise data.max_length / data.max_prompt_length to keep them whole)",
+            count,
+            total,
+            what,
+            limit,
         )

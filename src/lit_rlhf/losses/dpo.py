@@ -30,14 +30,24 @@ def _check_label_smoothing(who: str, label_smoothing: float, allow_half: bool) -
         raise ValueError(f"{who}: label_smoothing must lie in {interval}, got {label_smoothing}")
 
 
-def _logratio_margin(policy_chosen_logps: Tensor, policy_rejected_logps: Tensor,
-                     reference_chosen_logps: Tensor, reference_rejected_logps: Tensor) -> Tensor:
+def _logratio_margin(
+    policy_chosen_logps: Tensor,
+    policy_rejected_logps: Tensor,
+    reference_chosen_logps: Tensor,
+    reference_rejected_logps: Tensor,
+) -> Tensor:
     """h = (π_c - ref_c) - (π_r - ref_r), all log-probs (B,) -> (B,)."""
     return (policy_chosen_logps - reference_chosen_logps) - (policy_rejected_logps - reference_rejected_logps)
 
 
-def dpo_sigmoid_loss(policy_chosen_logps: Tensor, policy_rejected_logps: Tensor, reference_chosen_logps: Tensor,
-                     reference_rejected_logps: Tensor, beta: float, label_smoothing: float = 0.0) -> Tensor:
+def dpo_sigmoid_loss(
+    policy_chosen_logps: Tensor,
+    policy_rejected_logps: Tensor,
+    reference_chosen_logps: Tensor,
+    reference_rejected_logps: Tensor,
+    beta: float,
+    label_smoothing: float = 0.0,
+) -> Tensor:
     """-(1-ε) log σ(βh) - ε log σ(-βh).
 
     ε = 0 is DPO (Rafailov et al. 2023, "Direct Preference Optimization: Your
@@ -56,13 +66,20 @@ def dpo_sigmoid_loss(policy_chosen_logps: Tensor, policy_rejected_logps: Tensor,
     """
     _check_beta(beta)
     _check_label_smoothing("dpo_sigmoid_loss", label_smoothing, allow_half=True)
-    logits = beta * _logratio_margin(policy_chosen_logps, policy_rejected_logps,
-                                     reference_chosen_logps, reference_rejected_logps)
+    logits = beta * _logratio_margin(
+        policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps
+    )
     return -(1.0 - label_smoothing) * F.logsigmoid(logits) - label_smoothing * F.logsigmoid(-logits)
 
 
-def dpo_robust_loss(policy_chosen_logps: Tensor, policy_rejected_logps: Tensor, reference_chosen_logps: Tensor,
-                    reference_rejected_logps: Tensor, beta: float, label_smoothing: float) -> Tensor:
+def dpo_robust_loss(
+    policy_chosen_logps: Tensor,
+    policy_rejected_logps: Tensor,
+    reference_chosen_logps: Tensor,
+    reference_rejected_logps: Tensor,
+    beta: float,
+    label_smoothing: float,
+) -> Tensor:
     """(-(1-ε) log σ(βh) + ε log σ(-βh)) / (1 - 2ε): an unbiased DPO loss under label noise ε.
 
     Chowdhury et al. 2024, "Provably Robust DPO: Aligning Language Models with
@@ -80,14 +97,20 @@ def dpo_robust_loss(policy_chosen_logps: Tensor, policy_rejected_logps: Tensor, 
     """
     _check_beta(beta)
     _check_label_smoothing("dpo_robust_loss", label_smoothing, allow_half=False)
-    logits = beta * _logratio_margin(policy_chosen_logps, policy_rejected_logps,
-                                     reference_chosen_logps, reference_rejected_logps)
+    logits = beta * _logratio_margin(
+        policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps
+    )
     noisy = -(1.0 - label_smoothing) * F.logsigmoid(logits) + label_smoothing * F.logsigmoid(-logits)
     return noisy / (1.0 - 2.0 * label_smoothing)
 
 
-def ipo_loss(policy_chosen_logps: Tensor, policy_rejected_logps: Tensor, reference_chosen_logps: Tensor,
-             reference_rejected_logps: Tensor, beta: float) -> Tensor:
+def ipo_loss(
+    policy_chosen_logps: Tensor,
+    policy_rejected_logps: Tensor,
+    reference_chosen_logps: Tensor,
+    reference_rejected_logps: Tensor,
+    beta: float,
+) -> Tensor:
     """(h - 1/(2β))²: regress the log-ratio margin to a finite target instead of pushing it to infinity.
 
     Azar et al. 2023, "A General Theoretical Paradigm to Understand Learning
@@ -103,13 +126,19 @@ def ipo_loss(policy_chosen_logps: Tensor, policy_rejected_logps: Tensor, referen
         (B,).
     """
     _check_beta(beta)
-    margin = _logratio_margin(policy_chosen_logps, policy_rejected_logps,
-                              reference_chosen_logps, reference_rejected_logps)
+    margin = _logratio_margin(
+        policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps
+    )
     return (margin - 1.0 / (2.0 * beta)).square()
 
 
-def hinge_loss(policy_chosen_logps: Tensor, policy_rejected_logps: Tensor, reference_chosen_logps: Tensor,
-               reference_rejected_logps: Tensor, beta: float) -> Tensor:
+def hinge_loss(
+    policy_chosen_logps: Tensor,
+    policy_rejected_logps: Tensor,
+    reference_chosen_logps: Tensor,
+    reference_rejected_logps: Tensor,
+    beta: float,
+) -> Tensor:
     """relu(1 - βh): zero once the scaled margin exceeds 1.
 
     Zhao et al. 2023, "SLiC-HF: Sequence Likelihood Calibration with Human
@@ -124,8 +153,9 @@ def hinge_loss(policy_chosen_logps: Tensor, policy_rejected_logps: Tensor, refer
         (B,).
     """
     _check_beta(beta)
-    margin = _logratio_margin(policy_chosen_logps, policy_rejected_logps,
-                              reference_chosen_logps, reference_rejected_logps)
+    margin = _logratio_margin(
+        policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps
+    )
     return torch.relu(1.0 - beta * margin)
 
 
@@ -162,10 +192,21 @@ class SigmoidLoss:
         self.beta = beta
         self.label_smoothing = label_smoothing
 
-    def __call__(self, policy_chosen_logps: Tensor, policy_rejected_logps: Tensor,
-                 reference_chosen_logps: Tensor, reference_rejected_logps: Tensor) -> Tensor:
-        return dpo_sigmoid_loss(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps,
-                                reference_rejected_logps, self.beta, self.label_smoothing)
+    def __call__(
+        self,
+        policy_chosen_logps: Tensor,
+        policy_rejected_logps: Tensor,
+        reference_chosen_logps: Tensor,
+        reference_rejected_logps: Tensor,
+    ) -> Tensor:
+        return dpo_sigmoid_loss(
+            policy_chosen_logps,
+            policy_rejected_logps,
+            reference_chosen_logps,
+            reference_rejected_logps,
+            self.beta,
+            self.label_smoothing,
+        )
 
 
 class RobustLoss:
@@ -185,10 +226,21 @@ class RobustLoss:
         self.beta = beta
         self.label_smoothing = label_smoothing
 
-    def __call__(self, policy_chosen_logps: Tensor, policy_rejected_logps: Tensor,
-                 reference_chosen_logps: Tensor, reference_rejected_logps: Tensor) -> Tensor:
-        return dpo_robust_loss(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps,
-                               reference_rejected_logps, self.beta, self.label_smoothing)
+    def __call__(
+        self,
+        policy_chosen_logps: Tensor,
+        policy_rejected_logps: Tensor,
+        reference_chosen_logps: Tensor,
+        reference_rejected_logps: Tensor,
+    ) -> Tensor:
+        return dpo_robust_loss(
+            policy_chosen_logps,
+            policy_rejected_logps,
+            reference_chosen_logps,
+            reference_rejected_logps,
+            self.beta,
+            self.label_smoothing,
+        )
 
 
 class IPOLoss:
@@ -208,10 +260,16 @@ class IPOLoss:
         _check_beta(beta)
         self.beta = beta
 
-    def __call__(self, policy_chosen_logps: Tensor, policy_rejected_logps: Tensor,
-                 reference_chosen_logps: Tensor, reference_rejected_logps: Tensor) -> Tensor:
-        return ipo_loss(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps,
-                        reference_rejected_logps, self.beta)
+    def __call__(
+        self,
+        policy_chosen_logps: Tensor,
+        policy_rejected_logps: Tensor,
+        reference_chosen_logps: Tensor,
+        reference_rejected_logps: Tensor,
+    ) -> Tensor:
+        return ipo_loss(
+            policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps, self.beta
+        )
 
 
 class HingeLoss:
@@ -228,10 +286,16 @@ class HingeLoss:
         _check_beta(beta)
         self.beta = beta
 
-    def __call__(self, policy_chosen_logps: Tensor, policy_rejected_logps: Tensor,
-                 reference_chosen_logps: Tensor, reference_rejected_logps: Tensor) -> Tensor:
-        return hinge_loss(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps,
-                          reference_rejected_logps, self.beta)
+    def __call__(
+        self,
+        policy_chosen_logps: Tensor,
+        policy_rejected_logps: Tensor,
+        reference_chosen_logps: Tensor,
+        reference_rejected_logps: Tensor,
+    ) -> Tensor:
+        return hinge_loss(
+            policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps, self.beta
+        )
 
 
 class ReferenceFreeLoss:
@@ -252,8 +316,12 @@ class ReferenceFreeLoss:
         _check_beta(beta)
         self.beta = beta
 
-    def __call__(self, policy_chosen_logps: Tensor, policy_rejected_logps: Tensor,
-                 reference_chosen_logps: Tensor | None = None,
-                 reference_rejected_logps: Tensor | None = None) -> Tensor:
+    def __call__(
+        self,
+        policy_chosen_logps: Tensor,
+        policy_rejected_logps: Tensor,
+        reference_chosen_logps: Tensor | None = None,
+        reference_rejected_logps: Tensor | None = None,
+    ) -> Tensor:
         zeros = torch.zeros_like(policy_chosen_logps)  # log π_ref = 0 for both: only the policy margin remains
         return dpo_sigmoid_loss(policy_chosen_logps, policy_rejected_logps, zeros, zeros, self.beta)

@@ -27,8 +27,9 @@ class ValueLoss(NamedTuple):
     clipfrac: Tensor  # scalar, fraction of tokens where the clipped value is active
 
 
-def clipped_policy_loss(logprobs: Tensor, old_logprobs: Tensor, advantages: Tensor, mask: Tensor,
-                        clip_eps: float) -> PolicyLoss:
+def clipped_policy_loss(
+    logprobs: Tensor, old_logprobs: Tensor, advantages: Tensor, mask: Tensor, clip_eps: float
+) -> PolicyLoss:
     """PPO-Clip: masked mean of max(-A·ρ, -A·clip(ρ, 1-ε, 1+ε)), ρ = π/π_old.
 
     Schulman et al. 2017, "Proximal Policy Optimization Algorithms". The max of
@@ -60,8 +61,7 @@ def clipped_policy_loss(logprobs: Tensor, old_logprobs: Tensor, advantages: Tens
     return PolicyLoss(loss, clipfrac, approx_kl)
 
 
-def clipped_value_loss(values: Tensor, old_values: Tensor, returns: Tensor, mask: Tensor,
-                       clip_eps: float) -> ValueLoss:
+def clipped_value_loss(values: Tensor, old_values: Tensor, returns: Tensor, mask: Tensor, clip_eps: float) -> ValueLoss:
     """Clipped critic loss: ½ · masked mean of max((V - R)², (V_clip - R)²).
 
     With V_clip = V_old + clamp(V - V_old, -ε, ε): the value clipping of the

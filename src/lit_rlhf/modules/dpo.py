@@ -29,8 +29,16 @@ from lit_rlhf.modules.common import (
 from lit_rlhf.rl.masking import masked_sum
 from lit_rlhf.rl.rollout import SamplingConfig
 
-VAL_METRICS = ("loss", "rewards_accuracy", "rewards_margin", "rewards_chosen", "rewards_rejected", "logps_chosen",
-               "gold_reward", "response_length")
+VAL_METRICS = (
+    "loss",
+    "rewards_accuracy",
+    "rewards_margin",
+    "rewards_chosen",
+    "rewards_rejected",
+    "logps_chosen",
+    "gold_reward",
+    "response_length",
+)
 
 
 class DPOModule(L.LightningModule):
@@ -164,8 +172,13 @@ class DPOModule(L.LightningModule):
         if self.gold_reward is not None and batch_idx < self.val_sample_batches:
             with seeded_rng(self.seed + batch_idx, self.device):
                 generation, _, gold = sample_and_score(
-                    self.policy, self.tokenizer, batch.prompt_input_ids, batch.prompt_attention_mask,
-                    batch.group_prompts, self.sampling, self.gold_reward,
+                    self.policy,
+                    self.tokenizer,
+                    batch.prompt_input_ids,
+                    batch.prompt_attention_mask,
+                    batch.group_prompts,
+                    self.sampling,
+                    self.gold_reward,
                 )
             values["gold_reward"].update(gold)
             values["response_length"].update(generation.response_mask.sum(-1).float())
@@ -175,7 +188,9 @@ class DPOModule(L.LightningModule):
 
     def configure_optimizers(self):
         return build_optimizer(
-            self.optimizer_factory, self.policy.parameters(), self.scheduler_factory,
+            self.optimizer_factory,
+            self.policy.parameters(),
+            self.scheduler_factory,
             self.trainer.estimated_stepping_batches,
         )
 

@@ -199,7 +199,9 @@ class PPOModule(L.LightningModule):
         return experience, metrics, prompts, responses
 
     @torch.no_grad()
-    def reference_forward(self, sequences: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def reference_forward(
+        self, sequences: torch.Tensor, attention_mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-token log-probs (B, T-1) and logits of the frozen reference.
 
         The one place the reference runs: with LoRA it becomes the policy with its adapters switched off.
@@ -216,7 +218,9 @@ class PPOModule(L.LightningModule):
 
         return compute
 
-    def actor_loss(self, minibatch: Experience, pretrain: SFTBatch | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def actor_loss(
+        self, minibatch: Experience, pretrain: SFTBatch | None
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         mask, start = minibatch.response_mask, minibatch.prompt_length - 1
         logprobs, logits = sequence_token_logprobs(self.policy, minibatch.sequences, minibatch.attention_mask)
         logprobs, logits = logprobs[:, start:], logits[:, start:]
@@ -255,7 +259,8 @@ class PPOModule(L.LightningModule):
         minibatch_size = len(experience) // self.num_minibatches
         if minibatch_size == 0:
             raise ConfigError(
-                f"a rollout batch of {len(experience)} cannot be split into module.num_minibatches={self.num_minibatches}"
+                f"a rollout batch of {len(experience)} cannot be split into "
+                f"module.num_minibatches={self.num_minibatches}"
             )
         for _ in range(self.ppo_epochs):
             order = torch.randperm(len(experience), device=self.device)
@@ -306,8 +311,12 @@ class PPOModule(L.LightningModule):
         """Sample held-out prompts with a fixed seed; score them and measure KL to the reference."""
         with seeded_rng(self.seed + batch_idx, self.device):
             generation = generate(
-                self.policy, batch.input_ids, batch.attention_mask, self.sampling,
-                self.stop_token_ids, self.tokenizer.pad_token_id,
+                self.policy,
+                batch.input_ids,
+                batch.attention_mask,
+                self.sampling,
+                self.stop_token_ids,
+                self.tokenizer.pad_token_id,
             )
         responses = decode_responses(self.tokenizer, generation)
         mask, start = generation.response_mask, generation.prompt_length - 1
@@ -354,9 +363,13 @@ class PPOModule(L.LightningModule):
 def check_ppo_config(critic, critic_optimizer, reward_model, reward_fn, advantage, num_minibatches: int) -> None:
     """Refuse inconsistent PPO choices before any model runs."""
     if (reward_model is None) == (reward_fn is None):
-        raise ConfigError("PPO needs exactly one reward source: module.reward_model or module.reward_fn (set the other to null)")
+        raise ConfigError(
+            "PPO needs exactly one reward source: module.reward_model or module.reward_fn (set the other to null)"
+        )
     if advantage.needs_critic and critic is None:
-        raise ConfigError(f"advantage {type(advantage).__name__} needs a critic; set module.critic (e.g. ${{model.critic}})")
+        raise ConfigError(
+            f"advantage {type(advantage).__name__} needs a critic; set module.critic (e.g. ${{model.critic}})"
+        )
     if not advantage.needs_critic and critic is not None:
         raise ConfigError(
             f"advantage {type(advantage).__name__} is critic-free; set module.critic=null so no value model is trained"

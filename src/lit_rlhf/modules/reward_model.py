@@ -105,7 +105,9 @@ class RewardModel(L.LightningModule):
 
     def configure_optimizers(self):
         return build_optimizer(
-            self.optimizer_factory, self.model.parameters(), self.scheduler_factory,
+            self.optimizer_factory,
+            self.model.parameters(),
+            self.scheduler_factory,
             self.trainer.estimated_stepping_batches,
         )
 

@@ -69,8 +69,13 @@ class SFTModule(L.LightningModule):
             return
         with seeded_rng(self.seed + batch_idx, self.device):
             generation, _, gold = sample_and_score(
-                self.policy, self.tokenizer, batch.prompt_input_ids, batch.prompt_attention_mask,
-                batch.prompts, self.sampling, self.gold_reward,
+                self.policy,
+                self.tokenizer,
+                batch.prompt_input_ids,
+                batch.prompt_attention_mask,
+                batch.prompts,
+                self.sampling,
+                self.gold_reward,
             )
         self.val_gold_reward.update(gold)
         self.val_response_length.update(generation.response_mask.sum(-1).float())
@@ -79,7 +84,9 @@ class SFTModule(L.LightningModule):
 
     def configure_optimizers(self):
         return build_optimizer(
-            self.optimizer_factory, self.policy.parameters(), self.scheduler_factory,
+            self.optimizer_factory,
+            self.policy.parameters(),
+            self.scheduler_factory,
             self.trainer.estimated_stepping_batches,
         )
 

@@ -42,7 +42,9 @@ class KLInReward(_KLPenalty):
         """(B, T) what to subtract from each token's reward."""
         return self.coef * per_token_kl
 
-    def loss_term(self, logprobs, ref_logprobs, mask, logits, reference_logits: Callable[[], torch.Tensor]) -> RegularizerTerm:
+    def loss_term(
+        self, logprobs, ref_logprobs, mask, logits, reference_logits: Callable[[], torch.Tensor]
+    ) -> RegularizerTerm:
         return RegularizerTerm.zero(logprobs)
 
 
@@ -59,7 +61,9 @@ class KLInLoss(_KLPenalty):
     def reward_penalty(self, per_token_kl: torch.Tensor) -> torch.Tensor:
         return torch.zeros_like(per_token_kl)
 
-    def loss_term(self, logprobs, ref_logprobs, mask, logits, reference_logits: Callable[[], torch.Tensor]) -> RegularizerTerm:
+    def loss_term(
+        self, logprobs, ref_logprobs, mask, logits, reference_logits: Callable[[], torch.Tensor]
+    ) -> RegularizerTerm:
         """Args: logprobs (B, T) of the current policy with gradients; ref_logprobs (B, T);
         mask (B, T); logits (B, T, V); reference_logits: computes (B, T, V) on demand."""
         ref_logits = reference_logits() if self.estimator.needs_logits else None
@@ -79,5 +83,7 @@ class NoKL(_KLPenalty):
     def reward_penalty(self, per_token_kl: torch.Tensor) -> torch.Tensor:
         return torch.zeros_like(per_token_kl)
 
-    def loss_term(self, logprobs, ref_logprobs, mask, logits, reference_logits: Callable[[], torch.Tensor]) -> RegularizerTerm:
+    def loss_term(
+        self, logprobs, ref_logprobs, mask, logits, reference_logits: Callable[[], torch.Tensor]
+    ) -> RegularizerTerm:
         return RegularizerTerm.zero(logprobs)

@@ -27,8 +27,7 @@ class PretrainMix:
     def loss_term(self, policy, batch: SFTBatch | None) -> RegularizerTerm:
         if batch is None:
             raise ConfigError(
-                "regularizer/ptx=mix needs a pretraining corpus: set data.pretrain_source "
-                "(data=task_prompts ships one)"
+                "regularizer/ptx=mix needs a pretraining corpus: set data.pretrain_source (data=task_prompts ships one)"
             )
         logprobs, _ = sequence_token_logprobs(policy, batch.input_ids, batch.attention_mask)
         nll = -masked_mean(logprobs, batch.loss_mask)

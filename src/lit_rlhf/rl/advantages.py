@@ -56,9 +56,7 @@ def _check_group_size(scores: Tensor, group_size: int, who: str) -> None:
     if group_size < 2:
         raise ValueError(f"{who} compares the samples of one prompt and needs group_size >= 2, got {group_size}")
     if scores.shape[0] % group_size != 0:
-        raise ValueError(
-            f"{who}: {scores.shape[0]} scores do not split into groups of {group_size} samples per prompt"
-        )
+        raise ValueError(f"{who}: {scores.shape[0]} scores do not split into groups of {group_size} samples per prompt")
 
 
 def reinforce_baseline_advantages(scores: Tensor) -> Tensor:

@@ -100,8 +100,9 @@ class K1Estimator:
 
     needs_logits: bool = False
 
-    def __call__(self, logprobs: Tensor, ref_logprobs: Tensor, logits: Tensor | None = None,
-                 ref_logits: Tensor | None = None) -> Tensor:
+    def __call__(
+        self, logprobs: Tensor, ref_logprobs: Tensor, logits: Tensor | None = None, ref_logits: Tensor | None = None
+    ) -> Tensor:
         return kl_k1(logprobs, ref_logprobs)
 
 
@@ -110,8 +111,9 @@ class AbsEstimator:
 
     needs_logits: bool = False
 
-    def __call__(self, logprobs: Tensor, ref_logprobs: Tensor, logits: Tensor | None = None,
-                 ref_logits: Tensor | None = None) -> Tensor:
+    def __call__(
+        self, logprobs: Tensor, ref_logprobs: Tensor, logits: Tensor | None = None, ref_logits: Tensor | None = None
+    ) -> Tensor:
         return kl_abs(logprobs, ref_logprobs)
 
 
@@ -120,8 +122,9 @@ class K2Estimator:
 
     needs_logits: bool = False
 
-    def __call__(self, logprobs: Tensor, ref_logprobs: Tensor, logits: Tensor | None = None,
-                 ref_logits: Tensor | None = None) -> Tensor:
+    def __call__(
+        self, logprobs: Tensor, ref_logprobs: Tensor, logits: Tensor | None = None, ref_logits: Tensor | None = None
+    ) -> Tensor:
         return kl_k2(logprobs, ref_logprobs)
 
 
@@ -130,8 +133,9 @@ class K3Estimator:
 
     needs_logits: bool = False
 
-    def __call__(self, logprobs: Tensor, ref_logprobs: Tensor, logits: Tensor | None = None,
-                 ref_logits: Tensor | None = None) -> Tensor:
+    def __call__(
+        self, logprobs: Tensor, ref_logprobs: Tensor, logits: Tensor | None = None, ref_logits: Tensor | None = None
+    ) -> Tensor:
         return kl_k3(logprobs, ref_logprobs)
 
 
@@ -140,8 +144,9 @@ class FullEstimator:
 
     needs_logits: bool = True
 
-    def __call__(self, logprobs: Tensor, ref_logprobs: Tensor, logits: Tensor | None = None,
-                 ref_logits: Tensor | None = None) -> Tensor:
+    def __call__(
+        self, logprobs: Tensor, ref_logprobs: Tensor, logits: Tensor | None = None, ref_logits: Tensor | None = None
+    ) -> Tensor:
         if logits is None or ref_logits is None:
             raise ValueError(
                 "FullEstimator needs the (B, T, V) logits of both the policy and the reference model; "

@@ -6,6 +6,7 @@ gold reward shows whether the learned reward model is being over-optimised.
 """
 
 from lit_rlhf.task.dataset import SPLITS, EmbeddedTask
+
 # `gold_reward` (the function) is not re-exported: it would shadow the submodule of that name,
 # which Hydra targets such as lit_rlhf.task.gold_reward.GoldReward must resolve.
 from lit_rlhf.task.gold_reward import GoldReward, max_gold_reward

@@ -107,13 +107,10 @@ def test_one_step_changes_parameters(cls):
 
 
 def test_class_attributes():
-    assert [cls.average_log_probs for cls in (SigmoidLoss, RobustLoss, IPOLoss, HingeLoss, ReferenceFreeLoss)] == [
-        False,
-        False,
-        True,
-        False,
-        False,
-    ]
+    losses = (SigmoidLoss(), RobustLoss(), IPOLoss(), HingeLoss(), ReferenceFreeLoss())
+    # IPO sums log-probs by default, as the paper does, and can average them over tokens (TRL's convention).
+    assert [loss.average_log_probs for loss in losses] == [False, False, False, False, False]
+    assert IPOLoss(average_log_probs=True).average_log_probs is True
     assert [cls.needs_reference for cls in (SigmoidLoss, RobustLoss, IPOLoss, HingeLoss, ReferenceFreeLoss)] == [
         True,
         True,

@@ -1,13 +1,13 @@
 """Direct-alignment losses on sequence log-probabilities.
 
-Every loss takes the summed (or, for IPO, length-averaged) log-probabilities of
+Every loss takes the summed (or, where `average_log_probs`, length-averaged) log-probabilities of
 the chosen and rejected responses under the policy and the frozen reference,
 each (B,), and returns a per-example loss (B,). With
 
     h = (log π(y_w) - log π_ref(y_w)) - (log π(y_l) - log π_ref(y_l)),
 
 the losses differ only in the function of h they minimise. The classes are the
-Hydra group `dpo_loss`; their `needs_reference` and `average_log_probs` tell
+Hydra group `loss/dpo`; their `needs_reference` and `average_log_probs` tell
 the module what to compute.
 """
 
@@ -244,21 +244,22 @@ class RobustLoss:
 
 
 class IPOLoss:
-    """IPO on length-averaged log-probs.
+    """IPO on sequence log-probs, as the paper states it; TRL averages them over tokens instead.
 
     Azar et al. 2023, "A General Theoretical Paradigm to Understand Learning
     from Human Preferences".
 
     Args:
         beta: β (the paper's τ) > 0.
+        average_log_probs: regress the per-token (True) instead of the summed (False) log-ratio margin onto 1/(2β).
     """
 
     needs_reference: bool = True
-    average_log_probs: bool = True
 
-    def __init__(self, beta: float = 0.1) -> None:
+    def __init__(self, beta: float = 0.1, average_log_probs: bool = False) -> None:
         _check_beta(beta)
         self.beta = beta
+        self.average_log_probs = average_log_probs
 
     def __call__(
         self,

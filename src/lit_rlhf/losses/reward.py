@@ -3,7 +3,7 @@
 Every loss returns one value per pair, (P,); the module takes the mean, so
 InstructGPT's 1/C(K,2) weighting of K-wise rankings is just a mean over the
 pairs of `ranked_pair_indices`.
-The classes are the Hydra group `reward_loss`.
+The classes are the Hydra group `loss/reward`.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ KL Divergence", http://joschu.net/blog/kl-approx.html; TRL's `_kl_penalty`):
 - k3 = e^{-x} - 1 + x   unbiased (E_π[e^{-x}] = 1) and ≥ 0 (e^u ≥ 1 + u);
 - full             Σ_v π(v)(log π(v) - log π_ref(v)): exact per position, needs logits.
 
-The estimator classes are the Hydra group `kl_estimator`: a config picks one
+The estimator classes are the Hydra group `regularizer/kl/estimator`: a config picks one
 with `_target_` instead of a string switch inside the PPO module.
 """
 

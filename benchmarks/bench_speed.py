@@ -20,6 +20,7 @@ import time
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
+from lightning.pytorch.utilities import move_data_to_device  # noqa: E402
 
 from lit_rlhf.config import asset_path  # noqa: E402
 from lit_rlhf.data.collate import (  # noqa: E402
@@ -90,12 +91,8 @@ def bench_dpo(policy, tokenizer, device, repeats: int, batch_size: int) -> tuple
     items = datamodule.val_items[:batch_size]
     pad = tokenizer.pad_token_id
     together = collate_preferences(items, pad)
-    sides = [
-        collate_preferences([i.__class__(i.prompt, (i.responses[s],), (i.examples[s],), (), (), 0) for i in items], pad)
-        for s in (0, 1)
-    ]
-    move = lambda b: b.__class__(**{k: v.to(device) if torch.is_tensor(v) else v for k, v in vars(b).items()})  # noqa: E731
-    together, sides = move(together), [move(b) for b in sides]
+    sides = [collate_preferences([item.only(s) for item in items], pad) for s in (0, 1)]
+    together, sides = move_data_to_device(together, device), [move_data_to_device(b, device) for b in sides]
 
     def concatenated():
         policy.zero_grad()

@@ -15,16 +15,6 @@ from lit_rlhf.train import build, fit
 SMALL = ["data.batch_size=4", "data.val_batch_size=8", "module.val_sample_batches=0"]
 
 
-def one_side(items, side: int):
-    """The same preference items holding only their chosen (side 0) or rejected (side 1) completion."""
-    return [
-        item.__class__(
-            item.prompt, (item.responses[side],), (item.examples[side],), (), (), item.first_sequence_id + side
-        )
-        for item in items
-    ]
-
-
 def test_concatenated_forward_equals_separate_passes(tmp_path):
     run = build(compose_config("dpo", tmp_path, SMALL))
     run.datamodule.setup()
@@ -34,8 +24,8 @@ def test_concatenated_forward_equals_separate_passes(tmp_path):
     with torch.no_grad():
         together = collate_preferences(items, pad)
         logps, lengths = DPOModule.completion_logps(policy, together)
-        chosen = DPOModule.completion_logps(policy, collate_preferences(one_side(items, 0), pad))
-        rejected = DPOModule.completion_logps(policy, collate_preferences(one_side(items, 1), pad))
+        chosen = DPOModule.completion_logps(policy, collate_preferences([item.only(0) for item in items], pad))
+        rejected = DPOModule.completion_logps(policy, collate_preferences([item.only(1) for item in items], pad))
     # The batch interleaves chosen and rejected and pads to a different width; the log-probs must not care.
     torch.testing.assert_close(logps[together.better_idx], chosen[0], rtol=1e-5, atol=1e-4)
     torch.testing.assert_close(logps[together.worse_idx], rejected[0], rtol=1e-5, atol=1e-4)

@@ -29,6 +29,12 @@ class PreferenceItem:
     margins: tuple[float, ...]
     first_sequence_id: int
 
+    def only(self, index: int) -> "PreferenceItem":
+        """This item reduced to its completion `index` alone (no pairs), keeping that completion's sequence id."""
+        return PreferenceItem(
+            self.prompt, (self.responses[index],), (self.examples[index],), (), (), self.first_sequence_id + index
+        )
+
 
 @dataclass(frozen=True)
 class PromptItem:

@@ -1,9 +1,12 @@
-"""Config plumbing: where conf/ lives, the `${asset:NAME}` resolver, and checks before anything is built."""
+"""Config plumbing: where conf/ lives, the `${asset:NAME}`, `${sweep_group:}` and `${run_name:}` resolvers,
+and checks before anything is built."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from lit_rlhf.errors import ConfigError
@@ -28,9 +31,30 @@ def asset_path(name: str) -> str:
     return str(path)
 
 
+def _multirun_config():
+    """Hydra's config of the running job when it is part of a multirun, else None (single runs, compose API)."""
+    if not HydraConfig.initialized():
+        return None
+    hydra_cfg = HydraConfig.get()
+    return hydra_cfg if hydra_cfg.mode == RunMode.MULTIRUN else None
+
+
+def sweep_group(task_name: str) -> str | None:
+    """The W&B group of a multirun's jobs: the task and the sweep folder's name (its start time)."""
+    hydra_cfg = _multirun_config()
+    return f"{task_name}-{Path(hydra_cfg.sweep.dir).name}" if hydra_cfg else None
+
+
+def run_name(task_name: str) -> str:
+    """The W&B run name: the task, plus the job number inside a multirun so runs of a sweep stay apart."""
+    hydra_cfg = _multirun_config()
+    return f"{task_name}-{hydra_cfg.job.num}" if hydra_cfg else task_name
+
+
 def register_resolvers() -> None:
-    if not OmegaConf.has_resolver("asset"):
-        OmegaConf.register_new_resolver("asset", asset_path)
+    for name, resolver in (("asset", asset_path), ("sweep_group", sweep_group), ("run_name", run_name)):
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, resolver)
 
 
 def check_compatible(module, datamodule) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 
+import wandb
 from lightning.pytorch.loggers import WandbLogger
 
 log = logging.getLogger("lit_rlhf")
@@ -35,3 +36,11 @@ def wandb_logger(
         log.info("W&B: no API key, logging offline under %s (view: wandb leet; upload: wandb sync)", save_dir)
     os.makedirs(save_dir, exist_ok=True)
     return WandbLogger(project=project, save_dir=save_dir, name=name, offline=offline, **kwargs)
+
+
+def close_loggers(loggers: list, status: str) -> None:
+    """Finalize every logger and end the W&B run, so the next job of a multirun in this process gets its own run."""
+    for logger in loggers:
+        logger.finalize(status)
+    if any(isinstance(logger, WandbLogger) for logger in loggers) and wandb.run is not None:
+        wandb.finish(exit_code=0 if status == "success" else 1)

@@ -15,11 +15,14 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import hydra  # noqa: E402
 import lightning as L  # noqa: E402
+from hydra.core.hydra_config import HydraConfig  # noqa: E402
+from hydra.types import RunMode  # noqa: E402
 from hydra.utils import instantiate  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
 from lit_rlhf.config import CONFIG_DIR, check_compatible, loggable_config, register_resolvers  # noqa: E402
-from lit_rlhf.errors import UserError  # noqa: E402
+from lit_rlhf.errors import ConfigError, UserError  # noqa: E402
+from lit_rlhf.loggers import close_loggers  # noqa: E402
 
 register_resolvers()
 
@@ -72,9 +75,12 @@ def fit(run: Run) -> dict[str, float]:
         logger.log_hyperparams(loggable_config(cfg))
     if cfg.validate_before_fit and cfg.ckpt_path is None:
         trainer.validate(run.module, datamodule=run.datamodule, verbose=False)
-    trainer.fit(run.module, datamodule=run.datamodule, ckpt_path=cfg.ckpt_path)
-    for logger in run.loggers:
-        logger.finalize("success")
+    try:
+        trainer.fit(run.module, datamodule=run.datamodule, ckpt_path=cfg.ckpt_path)
+    except BaseException:
+        close_loggers(run.loggers, "failed")
+        raise
+    close_loggers(run.loggers, "success")
     return {name: float(value) for name, value in trainer.callback_metrics.items()}
 
 
@@ -89,26 +95,29 @@ def find_user_error(error: BaseException) -> UserError | None:
     return None
 
 
+def optimized_value(cfg: DictConfig, metrics: dict[str, float]) -> float | None:
+    """The value a search optimizes and a sweep's summary reports, if the config names one."""
+    if cfg.optimized_metric is None:
+        return None
+    if cfg.optimized_metric not in metrics:
+        raise ConfigError(f"optimized_metric '{cfg.optimized_metric}' was not logged; logged: {sorted(metrics)}")
+    return metrics[cfg.optimized_metric]
+
+
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
 def main(cfg: DictConfig) -> float | None:
     try:
-        metrics = fit(build(cfg))
+        return optimized_value(cfg, fit(build(cfg)))
     except Exception as error:
         user_error = find_user_error(error)
         if user_error is None:
             raise
+        if HydraConfig.get().mode == RunMode.MULTIRUN:
+            # Hydra records the failed job and the sweep goes on; the sweep summary names it.
+            raise user_error from None
         # One clear line instead of a stack trace from the internals.
         print(f"error: {user_error}", file=sys.stderr)
         sys.exit(2)
-    if cfg.optimized_metric is None:
-        return None
-    if cfg.optimized_metric not in metrics:
-        print(
-            f"error: optimized_metric '{cfg.optimized_metric}' was not logged; logged: {sorted(metrics)}",
-            file=sys.stderr,
-        )
-        sys.exit(2)
-    return metrics[cfg.optimized_metric]
 
 
 if __name__ == "__main__":

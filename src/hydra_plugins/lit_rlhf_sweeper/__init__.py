@@ -1,0 +1,1 @@
+"""lit-rlhf's Hydra sweeper plugin (Hydra loads sweepers only from the `hydra_plugins` namespace)."""

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -39,6 +41,27 @@ def compose_config(experiment: str | None, output_dir: Path, overrides: list[str
     chosen = [f"+experiment={experiment}"] if experiment else []
     with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
         return compose("train", overrides=[*chosen, *FAST, f"paths.output_dir={output_dir}", *overrides])
+
+
+# FAST for the command line: `+key` where the key is new, small batches.
+CLI_FAST = [arg for arg in FAST if not arg.startswith("~")] + [
+    "~callbacks.progress_bar",
+    "data.batch_size=4",
+    "data.val_batch_size=8",
+]
+
+
+def cli(args: list[str], cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:
+    """`python -m lit_rlhf.train ...` in a directory outside the repository, offline."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "WANDB_MODE": "offline"}
+    return subprocess.run(
+        [sys.executable, "-m", "lit_rlhf.train", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def read_metrics(output_dir: Path) -> list[dict[str, float]]:

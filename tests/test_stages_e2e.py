@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from conftest import changed, compose_config, logged_names, parameters_of
 
-from lit_rlhf.train import build, fit
+from lit_rlhf.train import build, fit, optimized_value
 
 PPO_METRICS = {
     "train/kl",
@@ -37,7 +37,8 @@ PPO_FAST = [
 def test_sft_trains_from_scratch(tmp_path):
     run = build(compose_config("sft_tiny", tmp_path, ["data.batch_size=8", "module.sampling.max_new_tokens=8"]))
     before = parameters_of(run.module.policy)
-    fit(run)
+    # Every experiment names the metric its sweeps report, and logs it.
+    assert optimized_value(run.cfg, fit(run)) is not None
     assert changed(before, run.module.policy)
     assert {"train/loss", "val/loss", "val/gold_reward", "val/response_length"} <= logged_names(tmp_path)
 
@@ -46,7 +47,8 @@ def test_sft_trains_from_scratch(tmp_path):
 def test_reward_model_stages(tmp_path, experiment):
     run = build(compose_config(experiment, tmp_path, ["data.batch_size=4", "data.val_batch_size=8"]))
     before = parameters_of(run.module.model)
-    fit(run)
+    # Every experiment names the metric its sweeps report, and logs it.
+    assert optimized_value(run.cfg, fit(run)) is not None
     assert changed(before, run.module.model)
     names = logged_names(tmp_path)
     assert {"train/loss", "train/accuracy", "val/accuracy", "val/margin", "val/gold_accuracy"} <= names
@@ -77,7 +79,8 @@ def test_ppo_regularizer_choices(tmp_path, experiment, overrides):
     module = run.module
     actor, reference = parameters_of(module.policy), parameters_of(module.reference)
     critic = parameters_of(module.critic) if module.critic is not None else None
-    fit(run)
+    # Every experiment names the metric its sweeps report, and logs it.
+    assert optimized_value(run.cfg, fit(run)) is not None
     assert changed(actor, module.policy)
     assert not changed(reference, module.reference), "the reference must stay frozen"
     names = logged_names(tmp_path)
@@ -96,7 +99,8 @@ def test_dpo_variants(tmp_path, experiment):
     overrides = ["data.batch_size=4", "data.val_batch_size=8", "module.sampling.max_new_tokens=8"]
     run = build(compose_config(experiment, tmp_path, overrides))
     before = parameters_of(run.module.policy)
-    fit(run)
+    # Every experiment names the metric its sweeps report, and logs it.
+    assert optimized_value(run.cfg, fit(run)) is not None
     assert changed(before, run.module.policy)
     names = logged_names(tmp_path)
     expected = {

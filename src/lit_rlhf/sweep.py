@@ -38,17 +38,6 @@ def write_atomically(path: Path, text: str) -> None:
     os.replace(temporary, path)
 
 
-def job_record(num: int, overrides: list[str], status: str, metric: str | None, value, error: str | None) -> dict:
-    return {
-        "job": num,
-        "overrides": list(overrides),
-        "status": status,
-        "metric": metric,
-        "value": value,
-        "error": error,
-    }
-
-
 def summary_table(records: list[dict]) -> str:
     """A markdown table of the jobs in job order, showing the overrides the jobs differ in."""
     records = sorted(records, key=lambda r: r["job"])
@@ -67,15 +56,14 @@ class SweepSummary(Callback):
         hydra_cfg = HydraConfig.get()
         if hydra_cfg.mode != RunMode.MULTIRUN:
             return
-        metric = config.get("optimized_metric")
         num, overrides = hydra_cfg.job.num, list(job_return.overrides or [])
+        record = {"job": num, "overrides": overrides, "metric": config.optimized_metric, "value": None, "error": None}
         outcome = job_return._return_value  # the return value, or the exception of a failed job
         if job_return.status == JobStatus.COMPLETED:
-            value = float(outcome) if isinstance(outcome, (int, float)) else None
-            record = job_record(num, overrides, "COMPLETED", metric, value, None)
+            record.update(status="COMPLETED", value=float(outcome) if isinstance(outcome, (int, float)) else None)
         else:
             message = str(outcome) if isinstance(outcome, UserError) else f"{type(outcome).__name__}: {outcome}"
-            record = job_record(num, overrides, "FAILED", metric, None, message)
+            record.update(status="FAILED", error=message)
             # A bug (not a config or data error) keeps its traceback, in the console and the job's log.
             log.error(
                 "job %d failed (%s): %s",

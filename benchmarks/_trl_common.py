@@ -44,13 +44,16 @@ class StepWindow:
     The window opens when step `warmup` starts and closes when the last step ends, so it holds the
     steady-state steps with everything between them (data loading, logging, the optimizer), and no
     setup. Each step's cycle (its start to the next one's) is kept too: their median shrugs off a
-    burst of load from other processes.
+    burst of load from other processes; so does the CPU time of the process over the window (all
+    its threads), which counts work rather than waiting.
     """
 
     warmup: int
     pairs_per_step: int
     begins: list = field(default_factory=list)
     end: float | None = None
+    cpu_start: float | None = None
+    cpu_end: float | None = None
     losses: list = field(default_factory=list)
     first_step: dict = field(default_factory=dict)
     first_records: list = field(default_factory=list)
@@ -61,10 +64,12 @@ class StepWindow:
         return len(self.losses)
 
     def step_begin(self) -> None:
+        if len(self.begins) == self.warmup:
+            self.cpu_start = time.process_time()
         self.begins.append(time.perf_counter())
 
     def step_end(self, loss) -> None:
-        self.end = time.perf_counter()
+        self.end, self.cpu_end = time.perf_counter(), time.process_time()
         self.losses.append(loss.detach())  # a reference, no .item(): nothing waits on it
 
     def summary(self) -> dict:
@@ -80,6 +85,7 @@ class StepWindow:
             "pairs_per_second": timed * self.pairs_per_step / seconds,
             "seconds_per_step": seconds / timed,
             "pairs_per_second_by_median_step": self.pairs_per_step / median_cycle,
+            "pairs_per_cpu_second": timed * self.pairs_per_step / (self.cpu_end - self.cpu_start),
             "losses": [float(x) for x in self.losses],
             "first_step": self.first_step,
         }
@@ -370,7 +376,8 @@ def benchmark_model(script: str, args, spec: ModelSpec, workdir: str, gold: int)
             runs[side].append(result)
             print(
                 f"  [{repetition + 1}/{args.repeats}] {side:4s} {result['pairs_per_second']:8.1f} pairs/s "
-                f"(by median step {result['pairs_per_second_by_median_step']:8.1f}), "
+                f"(by median step {result['pairs_per_second_by_median_step']:6.1f}, "
+                f"per CPU-second {result['pairs_per_cpu_second']:6.1f}), "
                 f"peak RSS {result['peak_rss_mb']:.0f} MB ({result['process_seconds']:.0f} s, "
                 f"load {result['load_average_after']:.1f})",
                 flush=True,
@@ -382,7 +389,8 @@ def benchmark_model(script: str, args, spec: ModelSpec, workdir: str, gold: int)
 
 def summarize(runs: dict[str, list[dict]]) -> dict:
     """Medians per side, and the ratio ours / TRL in throughput (> 1: ours is faster)."""
-    keys = ("pairs_per_second", "pairs_per_second_by_median_step", "peak_rss_mb", "rss_before_training_mb")
+    keys = ("pairs_per_second", "pairs_per_second_by_median_step", "pairs_per_cpu_second")
+    keys += ("peak_rss_mb", "rss_before_training_mb")
     summary = {
         side: {f"{k}_median": statistics.median(r[k] for r in results) for k in keys} for side, results in runs.items()
     }
@@ -390,9 +398,8 @@ def summarize(runs: dict[str, list[dict]]) -> dict:
         summary[side]["pairs_per_second_runs"] = [r["pairs_per_second"] for r in results]
     ours, trl = summary["ours"], summary["trl"]
     summary["throughput_ratio_ours_over_trl"] = ours["pairs_per_second_median"] / trl["pairs_per_second_median"]
-    summary["throughput_ratio_by_median_step"] = (
-        ours["pairs_per_second_by_median_step_median"] / trl["pairs_per_second_by_median_step_median"]
-    )
+    for key in ("pairs_per_second_by_median_step", "pairs_per_cpu_second"):
+        summary[f"ratio_{key}"] = ours[f"{key}_median"] / trl[f"{key}_median"]
     return summary
 
 

@@ -31,7 +31,7 @@ FIRST_STEP_METRICS = {"logps_chosen": "logps/chosen", "logps_rejected": "logps/r
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    common.add_arguments(parser, tiny=(32, 40), large=(8, 12), lr=5e-4)
+    common.add_arguments(parser, tiny=(32, 30), large=(8, 10), lr=5e-4)
     parser.add_argument("--beta", type=float, default=0.1)
     parser.add_argument("--gold-prompts", type=int, default=128, help="held-out prompts sampled after training")
     args = parser.parse_args(argv)

@@ -49,6 +49,8 @@ def test_kl_sweep_gives_one_grouped_wandb_run_per_job_and_plots_the_frontier(tmp
     assert plot.main([str(sweep), "--source", "wandb"]) == 0
     assert (sweep / "frontier.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (sweep / "curves.png").stat().st_size > 0
+    [one] = load_runs([next((sweep / "1" / "wandb").glob("offline-run-*"))])
+    assert one.source == "wandb" and f"regularizer.kl.controller.coef={KL_COEFS[1]}" in one.overrides
     points = plot.frontier_points(load_runs([sweep], "wandb"))
     assert sorted(point.label for point in points) == [f"regularizer.kl.controller.coef={c}" for c in KL_COEFS]
     assert all(point.proxy is not None and point.gold is not None for point in points)

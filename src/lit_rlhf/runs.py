@@ -65,11 +65,19 @@ def _overrides_of(run_dir: Path) -> list[str]:
     return list(yaml.safe_load(overrides_file.read_text()) or []) if overrides_file.exists() else []
 
 
+def _is_wandb_run_dir(path: Path) -> bool:
+    return path.name.startswith(("offline-run-", "run-")) and path.parent.name == "wandb" and path.is_dir()
+
+
 def _load_run(run_dir: Path, source: str) -> RunHistory | None:
+    """The run in `run_dir`: an output folder, or one W&B `offline-run-*` folder inside one."""
+    if _is_wandb_run_dir(run_dir):
+        rows = [_numeric(row) for row in read_offline_run(run_dir).history]
+        return RunHistory(run_dir, _overrides_of(run_dir.parent.parent), rows, "wandb")
     wandb_runs = sorted(run_dir.glob("wandb/offline-run-*")) + sorted(run_dir.glob("wandb/run-*"))
     csv_file = run_dir / "csv" / "metrics.csv"
     if source in ("auto", "wandb") and wandb_runs:
-        # The last W&B run in the folder is the latest attempt (a resumed run writes a new one).
+        # A run folder holds one W&B run; should it hold more, the names sort by start time: take the latest.
         rows = [_numeric(row) for row in read_offline_run(wandb_runs[-1]).history]
         return RunHistory(run_dir, _overrides_of(run_dir), rows, "wandb")
     if source in ("auto", "csv") and csv_file.exists():
@@ -79,8 +87,8 @@ def _load_run(run_dir: Path, source: str) -> RunHistory | None:
 
 def _candidate_dirs(path: Path) -> list[Path]:
     """Run folders at or under `path`: those holding a `csv/metrics.csv` or a `wandb/` folder."""
-    if path.name.startswith(("offline-run-", "run-")) and path.parent.name == "wandb":
-        return [path.parent.parent]
+    if _is_wandb_run_dir(path):
+        return [path]
     found = {p.parent.parent for p in path.rglob("csv/metrics.csv")}
     found |= {p.parent.parent for p in path.rglob("wandb/*run-*") if p.is_dir()}
     return sorted(found)

@@ -324,13 +324,28 @@ class ModelSpec:
     steps: int
 
 
-def model_specs(args, workdir: str, tiny_asset: str, kind: str) -> list[ModelSpec]:
-    from lit_rlhf.config import asset_path
+def tiny_model(kind: str, workdir: str) -> str:
+    """The shipped tiny SFT policy; for a reward model, with a new scalar head saved once, as `rm_tiny` starts."""
+    import torch
 
+    from lit_rlhf.config import asset_path
+    from lit_rlhf.models.loading import load_reward_model, load_tokenizer
+
+    if kind == "causal-lm":
+        return asset_path("tiny-sft")
+    torch.manual_seed(SEED)
+    out_dir = f"{workdir}/tiny-reward-init"
+    load_reward_model(asset_path("tiny-sft")).save_pretrained(out_dir)
+    load_tokenizer(asset_path("tiny-sft")).save_pretrained(out_dir)
+    return out_dir
+
+
+def model_specs(args, workdir: str, kind: str) -> list[ModelSpec]:
+    """The models of `args.models`: kind "causal-lm" (DPO) or "reward"."""
     specs = []
     for name in args.models.split(","):
         if name == "tiny":
-            path, batch, steps = asset_path(tiny_asset), args.tiny_batch_size, args.tiny_steps
+            path, batch, steps = tiny_model(kind, workdir), args.tiny_batch_size, args.tiny_steps
         elif name == "large":
             path = build_large_model(kind, f"{workdir}/large", args.large_hidden, args.large_layers)
             batch, steps = args.large_batch_size, args.large_steps
@@ -362,8 +377,12 @@ def run_worker(script: str, side: str, spec: ModelSpec, args, plan: Path, gold: 
     return result | {"process_seconds": time.perf_counter() - started, "load_average_after": os.getloadavg()[0]}
 
 
-def benchmark_model(script: str, args, spec: ModelSpec, workdir: str, gold: int) -> dict:
-    """Both sides on one model, `args.repeats` times interleaved; `gold` (tiny model, first repetition only)."""
+def benchmark_model(script: str, args, spec: ModelSpec, workdir: str, gold: int, gold_before=None) -> dict:
+    """Both sides on one model, `args.repeats` times interleaved.
+
+    On the tiny model the first repetition's workers measure the gold metric after training on `gold`
+    held-out examples, and `gold_before(path)` measures it on the initial model.
+    """
     from lit_rlhf.models.loading import load_tokenizer
 
     plan = Path(workdir) / f"plan-{spec.name}.json"
@@ -384,6 +403,8 @@ def benchmark_model(script: str, args, spec: ModelSpec, workdir: str, gold: int)
             )
     entry = {"params": spec.params, "batch_size": spec.batch_size, "steps": spec.steps, "warmup_steps": args.warmup}
     entry |= {"summary": summarize(runs), "agreement": agreement(runs["ours"][0], runs["trl"][0]), "runs": runs}
+    if spec.name == "tiny" and gold and gold_before is not None:
+        entry["agreement"]["gold"]["before_training"] = gold_before(spec.path)
     return entry
 
 
@@ -472,7 +493,7 @@ def report(benchmark: str, args, per_model: dict, environment_: dict, gold_name:
             f"; first-step metrics {a['first_step_metrics']}"
         )
         if a["gold"]:
-            print(f"{name}: {gold_name} after training {a['gold']}")
+            print(f"{name}: {gold_name} {a['gold']}")
         failed |= a["first_step_abs_diff"] > 1e-4
     print(f"wrote {path}")
     if failed:

@@ -128,12 +128,19 @@ def run_trl(args, order: list[int]) -> None:
     common.write_worker_result(args.result, window, rss_before, **gold)
 
 
+def gold_before_training(path: str, prompts: int) -> float:
+    from lit_rlhf.models.loading import load_causal_lm, load_tokenizer
+
+    return held_out_gold_reward(load_causal_lm(path), load_tokenizer(path), prompts)
+
+
 def main(args) -> int:
     environment = common.environment(args.threads)
+    before = functools.partial(gold_before_training, prompts=args.gold_prompts)
     with tempfile.TemporaryDirectory() as workdir:
         per_model = {
-            spec.name: common.benchmark_model(__file__, args, spec, workdir, gold=args.gold_prompts)
-            for spec in common.model_specs(args, workdir, tiny_asset="tiny-sft", kind="causal-lm")
+            spec.name: common.benchmark_model(__file__, args, spec, workdir, args.gold_prompts, before)
+            for spec in common.model_specs(args, workdir, kind="causal-lm")
         }
     return common.report("dpo", args, per_model, environment, gold_name="held-out gold reward of samples")
 

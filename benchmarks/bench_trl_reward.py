@@ -3,8 +3,9 @@
     bash benchmarks/setup_trl.sh                        # once: benchmarks/.venv-trl (lit-rlhf + trl==1.16.0)
     benchmarks/.venv-trl/bin/python benchmarks/bench_trl_reward.py [--repeats 3] [--threads 2]
 
-Both sides train the same scalar-head model (the shipped tiny reward model, and a ~11M-parameter
-random Llama with a new head and the same tokenizer) on the same embedded preference pairs in the
+Both sides train the same scalar-head model (the shipped tiny SFT policy with a new head, as
+`rm_tiny` starts, and a ~11M-parameter random Llama with the same tokenizer; each saved once so both
+sides load the same weights) on the same embedded preference pairs in the
 same order, with the same batch, steps, seed, Bradley-Terry loss -log sigmoid(r_w - r_l) (no margin,
 no centering), AdamW (lr 1e-3, no weight decay, constant), fp32, no gradient clipping, no
 evaluation, checkpoint or external logger. Ours runs under a Lightning Trainer, TRL's under
@@ -115,12 +116,19 @@ def run_trl(args, order: list[int]) -> None:
     common.write_worker_result(args.result, window, rss_before, **gold)
 
 
+def gold_before_training(path: str, pairs: int) -> float:
+    from lit_rlhf.models.loading import load_reward_model, load_tokenizer
+
+    return held_out_gold_accuracy(load_reward_model(path), load_tokenizer(path), pairs)
+
+
 def main(args) -> int:
     environment = common.environment(args.threads)
+    before = functools.partial(gold_before_training, pairs=args.gold_pairs)
     with tempfile.TemporaryDirectory() as workdir:
         per_model = {
-            spec.name: common.benchmark_model(__file__, args, spec, workdir, gold=args.gold_pairs)
-            for spec in common.model_specs(args, workdir, tiny_asset="tiny-rm", kind="reward")
+            spec.name: common.benchmark_model(__file__, args, spec, workdir, args.gold_pairs, before)
+            for spec in common.model_specs(args, workdir, kind="reward")
         }
     return common.report("reward", args, per_model, environment, gold_name="held-out gold accuracy")
 

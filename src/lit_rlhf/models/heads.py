@@ -8,6 +8,8 @@ training-time log-probs identical.
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 from transformers import PreTrainedModel
 
@@ -21,27 +23,44 @@ def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
     return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
 
 
-def causal_lm_logits(model: PreTrainedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """(B, T, V) next-token logits: position t predicts token t + 1."""
-    return model(
+def causal_lm_logits(
+    model: PreTrainedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor, first: int = 0
+) -> torch.Tensor:
+    """(B, T - first, V) next-token logits of positions first .. T-1: position t predicts token t + 1.
+
+    Only those positions go through the LM head (transformers' `logits_to_keep`), so a prompt's
+    positions cost neither the (H x V) projection nor a (B, first, V) tensor, forward or backward.
+    """
+    keep = {"logits_to_keep": input_ids.shape[1] - first} if first and _keeps_logits(model) else {}
+    logits = model(
         input_ids=input_ids,
         attention_mask=attention_mask,
         position_ids=position_ids_from_mask(attention_mask),
         use_cache=False,
+        **keep,
     ).logits
+    return logits if keep else logits[:, first:]
+
+
+def _keeps_logits(model: PreTrainedModel) -> bool:
+    """Whether the model's forward takes `logits_to_keep` (transformers' causal LMs do; remote code may not)."""
+    return "logits_to_keep" in inspect.signature(model.forward).parameters
 
 
 def sequence_token_logprobs(
-    model: PreTrainedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor
+    model: PreTrainedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor, first: int = 0
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Log-probs of each token given its prefix.
+    """Log-probs of each token from position first + 1 on, given its prefix.
+
+    Args:
+        first: the first position whose next token is scored (PPO: prompt length - 1, the response only).
 
     Returns:
-        logprobs (B, T-1): log p(input_ids[:, t+1] | input_ids[:, :t+1]).
-        logits (B, T-1, V): the logits they came from.
+        logprobs (B, T-1-first): log p(input_ids[:, t+1] | input_ids[:, :t+1]) for t = first .. T-2.
+        logits (B, T-1-first, V): the logits they came from.
     """
-    logits = causal_lm_logits(model, input_ids, attention_mask)[:, :-1]
-    return token_logprobs(logits, input_ids[:, 1:]), logits
+    logits = causal_lm_logits(model, input_ids, attention_mask, first)[:, :-1]
+    return token_logprobs(logits, input_ids[:, first + 1 :]), logits
 
 
 def scalar_head_outputs(model: PreTrainedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:

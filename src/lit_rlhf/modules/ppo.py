@@ -146,14 +146,13 @@ class PPOModule(L.LightningModule):
         )
         responses = decode_responses(self.tokenizer, generation)
         mask, start = generation.response_mask, generation.prompt_length - 1
-        # Position start + t predicts response token t.
-        old_logprobs, logits = sequence_token_logprobs(self.policy, generation.sequences, generation.attention_mask)
-        ref_logprobs, ref_logits = self.reference_forward(generation.sequences, generation.attention_mask)
-        old_logprobs, ref_logprobs = old_logprobs[:, start:], ref_logprobs[:, start:]
+        # Position start + t predicts response token t: only the response's positions are scored.
+        old_logprobs, logits = sequence_token_logprobs(
+            self.policy, generation.sequences, generation.attention_mask, start
+        )
+        ref_logprobs, ref_logits = self.reference_forward(generation.sequences, generation.attention_mask, start)
         # (B, R, V) logits are only kept for the exact (`full`) estimator.
-        if self.kl.estimator.needs_logits:
-            logits, ref_logits = logits[:, start:], ref_logits[:, start:]
-        else:
+        if not self.kl.estimator.needs_logits:
             logits = ref_logits = None
         values = None
         if self.critic is not None:
@@ -200,21 +199,20 @@ class PPOModule(L.LightningModule):
 
     @torch.no_grad()
     def reference_forward(
-        self, sequences: torch.Tensor, attention_mask: torch.Tensor
+        self, sequences: torch.Tensor, attention_mask: torch.Tensor, first: int
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-token log-probs (B, T-1) and logits of the frozen reference.
+        """Per-token log-probs (B, T-1-first) and logits of the frozen reference, from position `first` on.
 
         The one place the reference runs: with LoRA it becomes the policy with its adapters switched off.
         """
-        return sequence_token_logprobs(self.reference, sequences, attention_mask)
+        return sequence_token_logprobs(self.reference, sequences, attention_mask, first)
 
     # ------------------------------------------------------------------ update
     def reference_logits(self, minibatch: Experience) -> Callable[[], torch.Tensor]:
         """Reference logits over the response, computed only if a regularizer asks (full KL in the loss)."""
 
         def compute() -> torch.Tensor:
-            _, logits = self.reference_forward(minibatch.sequences, minibatch.attention_mask)
-            return logits[:, minibatch.prompt_length - 1 :]
+            return self.reference_forward(minibatch.sequences, minibatch.attention_mask, minibatch.prompt_length - 1)[1]
 
         return compute
 
@@ -222,10 +220,11 @@ class PPOModule(L.LightningModule):
         self, minibatch: Experience, pretrain: SFTBatch | None
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         mask, start = minibatch.response_mask, minibatch.prompt_length - 1
-        logprobs, logits = sequence_token_logprobs(self.policy, minibatch.sequences, minibatch.attention_mask)
-        logprobs, logits = logprobs[:, start:], logits[:, start:]
+        logprobs, logits = sequence_token_logprobs(self.policy, minibatch.sequences, minibatch.attention_mask, start)
         policy = clipped_policy_loss(logprobs, minibatch.old_logprobs, minibatch.advantages, mask, self.clip_eps)
-        entropy = masked_mean(entropy_from_logits(logits), mask)
+        # Without an entropy bonus the entropy is a metric: no graph through a softmax over (B, R, V).
+        with torch.set_grad_enabled(torch.is_grad_enabled() and self.entropy_coef != 0):
+            entropy = masked_mean(entropy_from_logits(logits), mask)
         kl_term = self.kl.loss_term(logprobs, minibatch.ref_logprobs, mask, logits, self.reference_logits(minibatch))
         ptx_term = self.ptx.loss_term(self.policy, pretrain)
         loss = policy.loss - self.entropy_coef * entropy + kl_term.loss + ptx_term.loss
@@ -320,9 +319,9 @@ class PPOModule(L.LightningModule):
             )
         responses = decode_responses(self.tokenizer, generation)
         mask, start = generation.response_mask, generation.prompt_length - 1
-        logprobs, _ = sequence_token_logprobs(self.policy, generation.sequences, generation.attention_mask)
-        ref_logprobs, _ = self.reference_forward(generation.sequences, generation.attention_mask)
-        kl = masked_sum(kl_k1(logprobs[:, start:], ref_logprobs[:, start:]), mask, dim=1)
+        logprobs, _ = sequence_token_logprobs(self.policy, generation.sequences, generation.attention_mask, start)
+        ref_logprobs, _ = self.reference_forward(generation.sequences, generation.attention_mask, start)
+        kl = masked_sum(kl_k1(logprobs, ref_logprobs), mask, dim=1)
         metrics = self.val_metrics
         metrics["reward"].update(self.score(generation, batch.prompts, responses))
         metrics["kl"].update(kl)

@@ -361,6 +361,7 @@ def run_worker(script: Path, args: Sequence[str], threads: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "result.json"
         env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+        load_before = os.getloadavg()[0]
         started = time.perf_counter()
         proc = subprocess.run(
             [sys.executable, str(script), *args, "--out", str(out)], env=env, capture_output=True, text=True
@@ -370,6 +371,8 @@ def run_worker(script: Path, args: Sequence[str], threads: int) -> dict:
             raise SystemExit(f"worker {' '.join(args)} failed (exit {proc.returncode})")
         result = json.loads(out.read_text())
         result["process_seconds"] = time.perf_counter() - started
+        # The machine is shared: the 1-minute load average around the run says how contended it was.
+        result["load_average_1min"] = [load_before, os.getloadavg()[0]]
         return result
 
 
@@ -413,6 +416,16 @@ def markdown_row(name: str, model: str, summary: dict, check: str) -> str:
         f"| {name} | {model} | {ours['episodes_per_second']:.1f} | {trl['episodes_per_second']:.1f} | "
         f"{summary['ratio_ours_over_trl']:.2f}x | {ours['peak_rss_mib']:.0f} / {trl['peak_rss_mib']:.0f} MiB | "
         f"{check} |"
+    )
+
+
+def learning_line(name: str, summary: dict, iterations: int) -> str:
+    """Gold reward of the final policies and the mean response lengths, beside the speed row."""
+    ours, trl = summary["ours"], summary["trl"]
+    return (
+        f"{name}: gold reward after {iterations} iterations (median over runs) ours {ours['gold_reward']:.2f}, "
+        f"TRL {trl['gold_reward']:.2f}; mean response length ours {ours['response_length']:.1f}, "
+        f"TRL {trl['response_length']:.1f} tokens"
     )
 
 

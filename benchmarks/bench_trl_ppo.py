@@ -313,6 +313,7 @@ def main() -> None:
     parser.add_argument("--model", default="tiny", choices=["tiny", "large"])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-check", action="store_true", help="skip the first-step check")
+    parser.add_argument("--name", default="", help="suffix of the results file name (e.g. learning)")
     parser.add_argument("--worker", choices=["ours", "trl", "check"], help=argparse.SUPPRESS)
     parser.add_argument("--workdir", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
@@ -356,7 +357,7 @@ def main() -> None:
     check = None
     if not args.no_check:
         check = common.run_worker(SCRIPT, ["--worker", "check", *shared, "--seed", str(args.seed)], args.threads)
-    name = "ppo" if args.model == "tiny" else f"ppo_{args.model}"
+    name = "_".join(["ppo", *([args.model] if args.model != "tiny" else []), *([args.name] if args.name else [])])
     model = f"{args.model} ({parameters / 1e6:.2f}M)"
     payload = {
         "benchmark": name,
@@ -372,6 +373,7 @@ def main() -> None:
     print(f"  wrote {path.relative_to(common.ROOT)}", flush=True)
     print(common.MARKDOWN_HEADER)
     print(common.markdown_row(name, model, summary, check_summary(check) if check else "skipped"))
+    print(common.learning_line(name, summary, args.iterations))
 
 
 if __name__ == "__main__":

@@ -256,6 +256,7 @@ def main() -> None:
     parser.add_argument("--model", default="tiny", choices=["tiny", "large"])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-check", action="store_true", help="skip the first-step check")
+    parser.add_argument("--name", default="", help="suffix of the results file name (e.g. learning)")
     parser.add_argument("--worker", choices=["ours", "trl", "check"], help=argparse.SUPPRESS)
     parser.add_argument("--algo", choices=["rloo", "grpo"], help=argparse.SUPPRESS)
     parser.add_argument("--workdir", help=argparse.SUPPRESS)
@@ -278,7 +279,7 @@ def main() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="lit-rlhf-bench-"))
     policy = common.policy_path(args.model, workdir)
     parameters = common.count_parameters(policy)
-    rows = []
+    rows, notes = [], []
     for algo in args.algos:
         print(
             f"{algo}: {args.repeats} rounds of {args.iterations} iterations "
@@ -304,7 +305,7 @@ def main() -> None:
         check = None
         if not args.no_check:
             check = common.run_worker(SCRIPT, ["--worker", "check", *shared, "--seed", str(args.seed)], args.threads)
-        name = algo if args.model == "tiny" else f"{algo}_{args.model}"
+        name = "_".join([algo, *([args.model] if args.model != "tiny" else []), *([args.name] if args.name else [])])
         model = f"{args.model} ({parameters / 1e6:.2f}M)"
         payload = {
             "benchmark": name,
@@ -318,9 +319,11 @@ def main() -> None:
         }
         path = common.write_results(name, payload)
         rows.append(common.markdown_row(name, model, summary, check_summary(check) if check else "skipped"))
+        notes.append(common.learning_line(name, summary, args.iterations))
         print(f"  wrote {path.relative_to(common.ROOT)}", flush=True)
     print(common.MARKDOWN_HEADER)
     print("\n".join(rows))
+    print("\n".join(notes))
 
 
 if __name__ == "__main__":

@@ -249,6 +249,9 @@ class PPOModule(L.LightningModule):
         self.manual_backward(loss)
         self.clip_gradients(optimizer, gradient_clip_val=self.max_grad_norm, gradient_clip_algorithm="norm")
         optimizer.step()
+        # Free the gradients now, not at the next step: the next minibatch's forward then runs without a
+        # parameter-sized gradient copy alive (peak memory), and the update is the same.
+        optimizer.zero_grad(set_to_none=True)
 
     def update(self, experience: Experience, pretrain: SFTBatch | None) -> dict[str, torch.Tensor]:
         """`ppo_epochs` passes of minibatch updates over one rollout batch; returns mean metrics."""

@@ -221,6 +221,15 @@ def drop_console_callbacks(trainer) -> None:
         trainer.remove_callback(callback)
 
 
+def fix_length(policy, max_new_tokens: int | None) -> None:
+    """`--fixed-length`: no EOS before `max_new_tokens` when this policy samples (None undoes it).
+
+    Both sides sample with transformers' `generate`, which (transformers 5) fills every option a call
+    leaves unset from the model's own generation_config, so this reaches ours and TRL's sampling alike.
+    """
+    policy.generation_config.min_new_tokens = max_new_tokens
+
+
 # ------------------------------------------------------------------------------------------ reward
 class RewardModelScore:
     """A TRL reward function scoring with the same reward model as ours, on the same tokens.

@@ -1,13 +1,14 @@
 """PPO: lit-rlhf's PPOModule (experiment `ppo_kl`) against TRL 1.12.0's PPOTrainer, the last TRL with one.
 
     bash benchmarks/setup_trl.sh          # once: benchmarks/.venv-trl-ppo (lit-rlhf + trl 1.12.0)
-    benchmarks/.venv-trl-ppo/bin/python benchmarks/bench_trl_ppo.py [--repeats 3] [--iterations 9]
-        [--warmup 1] [--threads 2] [--model tiny|large]
+    benchmarks/.venv-trl-ppo/bin/python benchmarks/bench_trl_ppo.py [--repeats 5] [--iterations 9]
+        [--warmup 1] [--threads 2] [--model tiny|large] [--fixed-length] [--name SUFFIX]
 
 Episodes per second (generation plus update) and peak RSS, each side in its own subprocess, rounds
 alternating which side goes first, medians reported. Both sides from the composed `ppo_kl` config: the
 policy (its copy the reference), the critic and reward model (both the shipped tiny-rm, as ours), 32
-prompts per iteration, 40 new tokens at temperature 1 with EOS as the stop token, the missing-EOS penalty,
+prompts per iteration, 40 new tokens at temperature 1 with EOS as the stop token (--fixed-length: no EOS
+before the 40th token on either side), the missing-EOS penalty,
 k1 KL in the reward with its coefficient, GAE (gamma, lambda) with whitened advantages, 2 PPO epochs of 2
 minibatches, the clip ranges, AdamW at the actor's and the critic's learning rates (one optimizer with two
 parameter groups on TRL's side, which steps policy and value together), seed and torch threads.
@@ -169,7 +170,10 @@ def worker_ours(args) -> dict:
         policy = common.policy_path(args.model, Path(args.workdir))
         cfg = common.compose_ours(EXPERIMENT, common.our_overrides(policy, args.seed, args.iterations, tmp))
         built = common.build_ours(cfg)
+        if args.fixed_length:
+            common.fix_length(built.module.policy, cfg.module.sampling.max_new_tokens)
         result = common.fit_ours(built, args.warmup)
+        common.fix_length(built.module.policy, None)
         result["gold_reward"] = common.gold_reward_of(
             built.module.policy, built.tokenizer, cfg.module.sampling.max_new_tokens
         )
@@ -182,8 +186,13 @@ def worker_trl(args) -> dict:
         cfg = common.compose_ours(EXPERIMENT, common.our_overrides(policy, args.seed, args.iterations, tmp))
         clock = common.trl_step_clock(1)  # one optimizer-step counter tick per PPO iteration
         trainer, tokenizer = build_trl(cfg, policy, args.iterations, args.seed, tmp, callbacks=[clock])
+        if args.fixed_length:
+            common.fix_length(
+                trainer.accelerator.unwrap_model(trainer.model).policy, cfg.module.sampling.max_new_tokens
+            )
         with ResponseLengths() as lengths:
             trainer.train()
+        common.fix_length(trainer.accelerator.unwrap_model(trainer.model).policy, None)
         result = common.throughput(clock.ends, cfg.data.batch_size, args.warmup)
         result["response_length"] = sum(lengths.lengths[args.warmup :]) / len(lengths.lengths[args.warmup :])
         result["gold_reward"] = common.gold_reward_of(
@@ -306,7 +315,7 @@ def check_summary(check: dict) -> str:
 # ------------------------------------------------------------------------------------- orchestrator
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--iterations", type=int, default=9, help="iterations per run, warm-up included")
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--threads", type=int, default=2)
@@ -314,6 +323,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-check", action="store_true", help="skip the first-step check")
     parser.add_argument("--name", default="", help="suffix of the results file name (e.g. learning)")
+    parser.add_argument(
+        "--fixed-length", action="store_true", help="no EOS before max new tokens on either side (equal lengths)"
+    )
     parser.add_argument("--worker", choices=["ours", "trl", "check"], help=argparse.SUPPRESS)
     parser.add_argument("--workdir", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
@@ -351,13 +363,21 @@ def main() -> None:
         args.model,
         "--workdir",
         str(workdir),
+        *(["--fixed-length"] if args.fixed_length else []),
     ]
     runs = common.interleaved(SCRIPT, shared, args.repeats, args.threads, args.seed)
     summary = common.summarize(runs)
     check = None
     if not args.no_check:
         check = common.run_worker(SCRIPT, ["--worker", "check", *shared, "--seed", str(args.seed)], args.threads)
-    name = "_".join(["ppo", *([args.model] if args.model != "tiny" else []), *([args.name] if args.name else [])])
+    name = "_".join(
+        [
+            "ppo",
+            *([args.model] if args.model != "tiny" else []),
+            *(["fixed"] if args.fixed_length else []),
+            *([args.name] if args.name else []),
+        ]
+    )
     model = f"{args.model} ({parameters / 1e6:.2f}M)"
     payload = {
         "benchmark": name,

@@ -1,13 +1,14 @@
 """RLOO and GRPO: lit-rlhf's PPOModule (experiments `rloo`, `grpo`) against TRL's RLOOTrainer and GRPOTrainer.
 
     bash benchmarks/setup_trl.sh          # once: benchmarks/.venv-trl (lit-rlhf + trl 1.16.0)
-    benchmarks/.venv-trl/bin/python benchmarks/bench_trl_rloo_grpo.py [--algos rloo grpo] [--repeats 3]
-        [--iterations 9] [--warmup 1] [--threads 2] [--model tiny|large]
+    benchmarks/.venv-trl/bin/python benchmarks/bench_trl_rloo_grpo.py [--algos rloo grpo] [--repeats 5]
+        [--iterations 9] [--warmup 1] [--threads 2] [--model tiny|large] [--fixed-length] [--name SUFFIX]
 
 Episodes (sampled responses) per second, generation plus update, of the shipped experiment config against
 the TRL trainer set up from that same composed config: policy, reference (a copy of it), reward model,
 prompts, 8 prompts x 4 samples = 32 rollouts per iteration, response length (max new tokens; EOS ends a
-response on both sides, mean lengths are reported), update epochs and minibatches, AdamW learning rate,
+response on both sides and mean lengths are reported, or with --fixed-length no EOS before max new tokens on
+either side, so every response is exactly that long), update epochs and minibatches, AdamW learning rate,
 gradient clipping, clip range, KL placement/estimator/coefficient, seed, torch threads. Each run is its own
 subprocess (peak RSS per side); rounds alternate which side goes first; medians are reported, with the
 gold reward of each final policy on 128 held-out prompts.
@@ -124,7 +125,10 @@ def worker_ours(args) -> dict:
         policy = common.policy_path(args.model, Path(args.workdir))
         cfg = common.compose_ours(args.algo, common.our_overrides(policy, args.seed, args.iterations, tmp))
         built = common.build_ours(cfg)
+        if args.fixed_length:
+            common.fix_length(built.module.policy, cfg.module.sampling.max_new_tokens)
         result = common.fit_ours(built, args.warmup)
+        common.fix_length(built.module.policy, None)
         result["gold_reward"] = common.gold_reward_of(
             built.module.policy, built.tokenizer, cfg.module.sampling.max_new_tokens
         )
@@ -138,7 +142,10 @@ def worker_trl(args) -> dict:
         _, steps_per_iteration = trl_args(cfg, args.algo, args.iterations, args.seed, tmp)
         clock = common.trl_step_clock(steps_per_iteration)
         trainer, reward, tokenizer, _ = build_trl(cfg, args.algo, policy, args.iterations, args.seed, tmp, [clock])
+        if args.fixed_length:
+            common.fix_length(trainer.model, cfg.module.sampling.max_new_tokens)
         trainer.train()
+        common.fix_length(trainer.model, None)
         rollouts = cfg.data.batch_size * cfg.advantage.samples_per_prompt
         result = common.throughput(clock.ends, rollouts, args.warmup)
         # One reward call per generation batch, i.e. per iteration.
@@ -249,7 +256,7 @@ def check_summary(check: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--algos", nargs="+", default=["rloo", "grpo"], choices=["rloo", "grpo"])
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--iterations", type=int, default=9, help="iterations per run, warm-up included")
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--threads", type=int, default=2)
@@ -257,6 +264,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-check", action="store_true", help="skip the first-step check")
     parser.add_argument("--name", default="", help="suffix of the results file name (e.g. learning)")
+    parser.add_argument(
+        "--fixed-length", action="store_true", help="no EOS before max new tokens on either side (equal lengths)"
+    )
     parser.add_argument("--worker", choices=["ours", "trl", "check"], help=argparse.SUPPRESS)
     parser.add_argument("--algo", choices=["rloo", "grpo"], help=argparse.SUPPRESS)
     parser.add_argument("--workdir", help=argparse.SUPPRESS)
@@ -299,13 +309,21 @@ def main() -> None:
             args.model,
             "--workdir",
             str(workdir),
+            *(["--fixed-length"] if args.fixed_length else []),
         ]
         runs = common.interleaved(SCRIPT, shared, args.repeats, args.threads, args.seed)
         summary = common.summarize(runs)
         check = None
         if not args.no_check:
             check = common.run_worker(SCRIPT, ["--worker", "check", *shared, "--seed", str(args.seed)], args.threads)
-        name = "_".join([algo, *([args.model] if args.model != "tiny" else []), *([args.name] if args.name else [])])
+        name = "_".join(
+            [
+                algo,
+                *([args.model] if args.model != "tiny" else []),
+                *(["fixed"] if args.fixed_length else []),
+                *([args.name] if args.name else []),
+            ]
+        )
         model = f"{args.model} ({parameters / 1e6:.2f}M)"
         payload = {
             "benchmark": name,

@@ -52,7 +52,7 @@ def test_kl_sweep_gives_one_grouped_wandb_run_per_job_and_plots_the_frontier(tmp
     [one] = load_runs([next((sweep / "1" / "wandb").glob("offline-run-*"))])
     assert one.source == "wandb" and f"regularizer.kl.controller.coef={KL_COEFS[1]}" in one.overrides
     points = plot.frontier_points(load_runs([sweep], "wandb"))
-    assert sorted(point.label for point in points) == [f"regularizer.kl.controller.coef={c}" for c in KL_COEFS]
+    assert sorted(point.label for point in points) == [f"coef={c}" for c in KL_COEFS]
     assert all(point.proxy is not None and point.gold is not None for point in points)
 
 

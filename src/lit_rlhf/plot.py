@@ -40,6 +40,17 @@ class FrontierPoint:
     gold: float | None
 
 
+def run_labels(runs: list[RunHistory]) -> list[str]:
+    """Each run named by the overrides the runs differ in, keys shortened to their last part (`coef=0.05`)."""
+
+    def short(override: str) -> str:
+        key, _, value = override.partition("=")
+        return f"{key.rsplit('.', 1)[-1]}={value}"
+
+    varied = varying_overrides([run.overrides for run in runs])
+    return [", ".join(map(short, overrides)) or run.path.name for run, overrides in zip(runs, varied)]
+
+
 def _final(run: RunHistory, metrics: tuple[str, ...]) -> float | None:
     for metric in metrics:
         value = run.last(metric)
@@ -51,10 +62,9 @@ def _final(run: RunHistory, metrics: tuple[str, ...]) -> float | None:
 def frontier_points(runs: list[RunHistory]) -> list[FrontierPoint]:
     """One point per run that logged a KL, sorted by KL, labelled by the overrides the runs differ in."""
     points = []
-    for run, varied in zip(runs, varying_overrides([run.overrides for run in runs])):
+    for run, label in zip(runs, run_labels(runs)):
         kl = _final(run, FRONTIER_KL)
         if kl is not None:
-            label = ", ".join(varied) or run.path.name
             points.append(FrontierPoint(label, kl, _final(run, FRONTIER_PROXY), _final(run, FRONTIER_GOLD)))
     return sorted(points, key=lambda point: point.kl)
 
@@ -66,6 +76,7 @@ def _save_atomically(figure, path: Path) -> None:
     os.close(handle)
     try:
         figure.savefig(temporary, format="png", dpi=120, bbox_inches="tight")
+        os.chmod(temporary, 0o644)  # mkstemp makes it private; a plot is for sharing
         os.replace(temporary, path)
     finally:
         if os.path.exists(temporary):
@@ -74,10 +85,7 @@ def _save_atomically(figure, path: Path) -> None:
 
 
 def plot_curves(runs: list[RunHistory], path: Path) -> None:
-    labels = [
-        ", ".join(varied) or run.path.name
-        for run, varied in zip(runs, varying_overrides([run.overrides for run in runs]))
-    ]
+    labels = run_labels(runs)
     figure, axes = plt.subplots(1, len(CURVES), figsize=(6 * len(CURVES), 4))
     for axis, (title, metric) in zip(axes, CURVES.items()):
         for run, label in zip(runs, labels):

@@ -35,6 +35,7 @@ def write_atomically(path: Path, text: str) -> None:
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     with os.fdopen(handle, "w") as stream:
         stream.write(text)
+    os.chmod(temporary, 0o644)  # mkstemp makes it private
     os.replace(temporary, path)
 
 

@@ -354,6 +354,11 @@ def compare(name: str, ours: float, peer: float) -> dict:
     return {"what": name, "ours": ours, "trl": peer, "abs_diff": abs(ours - peer)}
 
 
+def max_diff(name: str, diff: torch.Tensor) -> dict:
+    """An elementwise comparison: the largest |ours - TRL| (no single value per side)."""
+    return {"what": name, "ours": None, "trl": None, "abs_diff": float(diff.abs().max())}
+
+
 def flat_grad(model) -> torch.Tensor:
     return torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
 

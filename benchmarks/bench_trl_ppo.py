@@ -269,8 +269,7 @@ def worker_check(args) -> dict:
             common.compare("value loss at the first update", float(value_loss.detach()), trl["loss/value_avg"]),
             common.compare("ratio pi/pi_old at the first update", 1.0, trl["val/ratio"]),
             {
-                **common.compare("whitened advantages, max |diff| over tokens", 0.0, 0.0),
-                "abs_diff": float(adv_diff.abs().max()),
+                **common.max_diff("whitened advantages, max |diff| over tokens", adv_diff),
                 "mean_abs_diff": float(adv_diff.abs().sum() / mask.sum()),
                 "correlation": float(torch.corrcoef(torch.stack([our_adv[mask], trl_adv[mask]]))[0, 1]),
             },

@@ -185,31 +185,17 @@ def worker_check(args) -> dict:
         width = inputs["completion_ids"].shape[1]
         assert torch.equal(inputs["completion_mask"].bool(), mask[:, :width]), "completion masks differ"
         checks = [
-            {
-                **common.compare("advantage (max |diff| over 32 responses)", 0.0, 0.0),
-                "abs_diff": float((our_adv - inputs["advantages"]).abs().max()),
-            },
+            common.max_diff("advantage (max |diff| over 32 responses)", our_adv - inputs["advantages"]),
             common.compare("advantage mean |A|", float(our_adv.abs().mean()), float(inputs["advantages"].abs().mean())),
         ]
         if args.algo == "rloo":
             trl_old = inputs["old_logps"]
-            checks.append(
-                {
-                    **common.compare("old log-prob, summed per response (mean)", 0.0, 0.0),
-                    "ours": float(masked_sum(experience.old_logprobs, mask, dim=1).mean()),
-                    "trl": float(trl_old.mean()),
-                    "abs_diff": float((masked_sum(experience.old_logprobs, mask, dim=1) - trl_old).abs().max()),
-                }
-            )
+            our_old = masked_sum(experience.old_logprobs, mask, dim=1)
+            checks.append(common.max_diff("old log-prob summed per response (max |diff|)", our_old - trl_old))
         else:
             ref = inputs["ref_per_token_logps"]
             diff = (experience.ref_logprobs[:, :width] - ref).masked_fill(~mask[:, :width], 0)
-            checks.append(
-                {
-                    **common.compare("reference per-token log-prob (max |diff|)", 0.0, 0.0),
-                    "abs_diff": float(diff.abs().max()),
-                }
-            )
+            checks.append(common.max_diff("reference per-token log-prob (max |diff|)", diff))
 
         # The loss and its gradient on the whole batch as one minibatch, at the rollout's own parameters.
         ours.policy.zero_grad()

@@ -7,6 +7,7 @@ import json
 import logging
 import math
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -29,6 +30,7 @@ from lit_rlhf.data.sources import JsonlPreferenceSource
 from lit_rlhf.data.tokenization import EncodedExample, encode_prompt_responses, encode_prompts
 from lit_rlhf.errors import ConfigError, DataError
 from lit_rlhf.models.loading import load_tokenizer
+from lit_rlhf.regularizers.ptx import NoPretrainMix, PretrainMix
 from lit_rlhf.train import build, fit
 
 EOS, PAD = 0, 1
@@ -405,6 +407,29 @@ def prompt_datamodule(tiny_tokenizer) -> PromptDataModule:
     )
     datamodule.setup("fit")
     return datamodule
+
+
+@pytest.mark.parametrize(
+    "ptx, expected_loaders", [(PretrainMix(0.5), {"prompts", "pretrain"}), (NoPretrainMix(), {"prompts"})]
+)
+def test_pretraining_corpus_is_loaded_only_for_a_module_that_mixes_it(tiny_tokenizer, ptx, expected_loaders):
+    datamodule = PromptDataModule(
+        EmbeddedPrompts(seed=0),
+        tiny_tokenizer,
+        batch_size=8,
+        val_batch_size=8,
+        max_prompt_length=24,
+        train_split="train",
+        val_split="validation",
+        val_fraction=0.05,
+        seed=0,
+        pretrain_source=EmbeddedPretrainCorpus(seed=0),
+    )
+    # What Trainer.fit attaches before setup: the trainer, and through it the module being fit.
+    datamodule.trainer = SimpleNamespace(lightning_module=SimpleNamespace(ptx=ptx))
+    datamodule.setup("fit")
+    assert set(datamodule.train_dataloader().iterables) == expected_loaders
+    assert (datamodule.pretrain_items is not None) == ptx.uses_pretraining_batches
 
 
 def _batch_tensors(batch) -> list[torch.Tensor]:

@@ -120,6 +120,22 @@ def test_encode_prompts_refuses_a_limit_below_one(max_prompt_length):
         encode_prompts(CharTokenizer(), ["abc"], max_prompt_length)
 
 
+@pytest.mark.parametrize("key, value", [("batch_size", 0), ("batch_size", -1), ("val_batch_size", 0)])
+def test_datamodule_refuses_a_batch_size_below_one(key, value):
+    sizes = {"batch_size": 2, "val_batch_size": 2, key: value}
+    with pytest.raises(ConfigError, match=f"data.{key} must be a positive integer, got {value}"):
+        PromptDataModule(
+            ListSource({}),
+            CharTokenizer(),
+            max_prompt_length=3,
+            train_split="train",
+            val_split=None,
+            val_fraction=0.1,
+            seed=0,
+            **sizes,
+        )
+
+
 def test_long_ppo_prompts_are_cut_and_reported_once_per_split(caplog):
     source = ListSource(
         {

@@ -122,6 +122,9 @@ class RecordDataModule(L.LightningDataModule):
         skip_invalid: bool = False,
     ):
         super().__init__()
+        for key, value in (("batch_size", batch_size), ("val_batch_size", val_batch_size)):
+            if value < 1:
+                raise ConfigError(f"data.{key} must be a positive integer, got {value}")
         self.source, self.tokenizer, self.gold_reward = source, tokenizer, gold_reward
         self.batch_size, self.val_batch_size, self.num_workers, self.seed = (
             batch_size,

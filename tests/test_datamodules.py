@@ -405,11 +405,11 @@ def test_dpo_trains_on_chat_messages(tmp_path):
 # ----------------------------------------------------------------------------- PPO prompts + pretraining corpus
 
 
-@pytest.fixture(scope="module")
-def prompt_datamodule(tiny_tokenizer) -> PromptDataModule:
-    datamodule = PromptDataModule(
+def embedded_prompts_with_corpus(tokenizer) -> PromptDataModule:
+    """The embedded prompts (batches of 8) with the pretraining corpus (batches of 4)."""
+    return PromptDataModule(
         EmbeddedPrompts(seed=0),
-        tiny_tokenizer,
+        tokenizer,
         batch_size=8,
         val_batch_size=8,
         max_prompt_length=24,
@@ -421,6 +421,11 @@ def prompt_datamodule(tiny_tokenizer) -> PromptDataModule:
         pretrain_batch_size=4,
         pretrain_max_length=32,
     )
+
+
+@pytest.fixture(scope="module")
+def prompt_datamodule(tiny_tokenizer) -> PromptDataModule:
+    datamodule = embedded_prompts_with_corpus(tiny_tokenizer)
     datamodule.setup("fit")
     return datamodule
 
@@ -429,18 +434,7 @@ def prompt_datamodule(tiny_tokenizer) -> PromptDataModule:
     "ptx, expected_loaders", [(PretrainMix(0.5), {"prompts", "pretrain"}), (NoPretrainMix(), {"prompts"})]
 )
 def test_pretraining_corpus_is_loaded_only_for_a_module_that_mixes_it(tiny_tokenizer, ptx, expected_loaders):
-    datamodule = PromptDataModule(
-        EmbeddedPrompts(seed=0),
-        tiny_tokenizer,
-        batch_size=8,
-        val_batch_size=8,
-        max_prompt_length=24,
-        train_split="train",
-        val_split="validation",
-        val_fraction=0.05,
-        seed=0,
-        pretrain_source=EmbeddedPretrainCorpus(seed=0),
-    )
+    datamodule = embedded_prompts_with_corpus(tiny_tokenizer)
     # What Trainer.fit attaches before setup: the trainer, and through it the module being fit.
     datamodule.trainer = SimpleNamespace(lightning_module=SimpleNamespace(ptx=ptx))
     datamodule.setup("fit")

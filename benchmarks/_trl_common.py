@@ -111,7 +111,7 @@ def write_worker_result(path: str, window: StepWindow, rss_before_training_mb: f
 def preference_datamodule(tokenizer, batch_size: int):
     """Our datamodule on the embedded pairs, as the `task_pairs` data config builds it."""
     from lit_rlhf.data.datamodules import PreferenceDataModule
-    from lit_rlhf.data.embedded import EmbeddedPreferencePairs
+    from lit_rlhf.task.sources import EmbeddedPreferencePairs
 
     return PreferenceDataModule(
         EmbeddedPreferencePairs(SEED),
@@ -210,7 +210,7 @@ def trl_preference_dataset(order: list[int]):
     """The embedded training pairs `order` lists, as the text columns TRL tokenizes itself."""
     from datasets import Dataset
 
-    from lit_rlhf.data.embedded import EmbeddedPreferencePairs
+    from lit_rlhf.task.sources import EmbeddedPreferencePairs
 
     records = EmbeddedPreferencePairs(SEED).load("train")
     rows = [records[i] for i in order]

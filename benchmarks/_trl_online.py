@@ -264,10 +264,10 @@ class RewardModelScore:
 def gold_reward_of(policy, tokenizer, max_new_tokens: int, prompts: int = 128, seed: int = 1234) -> float:
     """Mean gold reward of responses sampled (fixed seed, temperature 1) for held-out prompts."""
     from lit_rlhf.data.collate import PromptItem, collate_prompts
-    from lit_rlhf.data.embedded import EmbeddedPrompts
     from lit_rlhf.data.tokenization import encode_prompts
-    from lit_rlhf.rl.rollout import SamplingConfig, decode_responses, generate
+    from lit_rlhf.ops.generation import SamplingConfig, decode_responses, generate
     from lit_rlhf.task.gold_reward import GoldReward
+    from lit_rlhf.task.sources import EmbeddedPrompts
 
     texts = [r.prompt for r in EmbeddedPrompts(seed=0).load("validation")[:prompts]]
     ids, _ = encode_prompts(tokenizer, texts, 24)
@@ -317,7 +317,7 @@ class ScriptedGenerate:
             return sequences
         from types import SimpleNamespace
 
-        from lit_rlhf.models.heads import causal_lm_logits
+        from lit_rlhf.ops.forward import causal_lm_logits
 
         full_mask = torch.cat([attention_mask.long(), (responses != self.pad).long()], dim=1)
         with torch.no_grad():
@@ -329,7 +329,7 @@ def sample_rollout(policy, tokenizer, prompts: Sequence[str], repeats: int, max_
     """One batch of prompts (each repeated `repeats` times) and responses sampled from `policy`."""
     from lit_rlhf.data.collate import PromptItem, collate_prompts
     from lit_rlhf.data.tokenization import encode_prompts
-    from lit_rlhf.rl.rollout import SamplingConfig, generate
+    from lit_rlhf.ops.generation import SamplingConfig, generate
 
     ids, _ = encode_prompts(tokenizer, prompts, 24)
     batch = collate_prompts([PromptItem(i, p) for i, p in zip(ids, prompts)], tokenizer.pad_token_id)

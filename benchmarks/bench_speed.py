@@ -29,10 +29,10 @@ from lit_rlhf.data.collate import (  # noqa: E402
     collate_prompts,
 )
 from lit_rlhf.data.datamodules import PreferenceDataModule  # noqa: E402
-from lit_rlhf.data.embedded import EmbeddedPreferencePairs, EmbeddedPrompts  # noqa: E402
 from lit_rlhf.data.tokenization import encode_prompts  # noqa: E402
 from lit_rlhf.models.loading import load_causal_lm, load_tokenizer  # noqa: E402
 from lit_rlhf.modules.dpo import DPOModule  # noqa: E402
+from lit_rlhf.task.sources import EmbeddedPreferencePairs, EmbeddedPrompts  # noqa: E402
 
 
 def median_seconds(fn, repeats: int, device: torch.device) -> float:

@@ -44,11 +44,11 @@ def held_out_gold_reward(policy, tokenizer, prompts: int) -> float:
     import torch
 
     from lit_rlhf.data.collate import PromptItem, collate_prompts
-    from lit_rlhf.data.embedded import EmbeddedPrompts
     from lit_rlhf.data.tokenization import encode_prompts
     from lit_rlhf.modules.common import sample_and_score, seeded_rng
-    from lit_rlhf.rl.rollout import SamplingConfig
+    from lit_rlhf.ops.generation import SamplingConfig
     from lit_rlhf.task.gold_reward import GoldReward
+    from lit_rlhf.task.sources import EmbeddedPrompts
 
     texts = [r.prompt for r in EmbeddedPrompts(common.SEED).load("validation")[:prompts]]
     ids, _ = encode_prompts(tokenizer, texts, common.MAX_PROMPT_LENGTH)
@@ -74,8 +74,8 @@ def run_ours(args, order: list[int]) -> None:
     from lit_rlhf.losses.dpo import SigmoidLoss
     from lit_rlhf.models.loading import load_causal_lm, load_tokenizer
     from lit_rlhf.modules.dpo import DPOModule
+    from lit_rlhf.ops.generation import SamplingConfig
     from lit_rlhf.regularizers.nll import NoNLL
-    from lit_rlhf.rl.rollout import SamplingConfig
 
     tokenizer = load_tokenizer(args.model_path)
     policy = load_causal_lm(args.model_path)

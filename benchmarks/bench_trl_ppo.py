@@ -43,9 +43,9 @@ def build_trl(cfg, policy_path: str, iterations: int, seed: int, output_dir: str
     from datasets import Dataset
     from trl.experimental.ppo import PPOConfig, PPOTrainer
 
-    from lit_rlhf.data.embedded import EmbeddedPrompts
     from lit_rlhf.data.tokenization import encode_prompts
     from lit_rlhf.models.loading import load_causal_lm, load_reward_model, load_tokenizer
+    from lit_rlhf.task.sources import EmbeddedPrompts
 
     module, kl, advantage = cfg.module, cfg.regularizer.kl, cfg.advantage
     # ppo_kl: k1 per token in the reward, fixed coefficient, GAE with whitened advantages, one sample per prompt.
@@ -218,9 +218,9 @@ def worker_check(args) -> dict:
     """One identical rollout into both trainers; what each makes of it at the first update."""
     from transformers import TrainerCallback
 
-    from lit_rlhf.data.embedded import EmbeddedPrompts
     from lit_rlhf.losses.ppo import clipped_policy_loss
-    from lit_rlhf.models.heads import sequence_token_logprobs
+    from lit_rlhf.ops.forward import sequence_token_logprobs
+    from lit_rlhf.task.sources import EmbeddedPrompts
 
     class Logs(TrainerCallback):
         logs: dict = {}

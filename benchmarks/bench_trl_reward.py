@@ -42,7 +42,7 @@ def held_out_gold_accuracy(model, tokenizer, pairs: int) -> float:
     """How often the model orders the first `pairs` validation pairs as the gold reward does (gold ties left out)."""
     import torch
 
-    from lit_rlhf.models.heads import last_token_rewards
+    from lit_rlhf.ops.forward import last_token_rewards
     from lit_rlhf.task.gold_reward import GoldReward
 
     datamodule = common.preference_datamodule(tokenizer, batch_size=256)

@@ -98,8 +98,8 @@ def build_trl(cfg, algo: str, policy_path: str, iterations: int, seed: int, outp
     from datasets import Dataset
     from trl import GRPOTrainer, RLOOTrainer
 
-    from lit_rlhf.data.embedded import EmbeddedPrompts
     from lit_rlhf.models.loading import load_causal_lm, load_reward_model, load_tokenizer
+    from lit_rlhf.task.sources import EmbeddedPrompts
 
     args, steps_per_iteration = trl_args(cfg, algo, iterations, seed, output_dir)
     tokenizer = load_tokenizer(cfg.model.tokenizer.name_or_path)
@@ -158,8 +158,8 @@ def worker_trl(args) -> dict:
 
 def worker_check(args) -> dict:
     """Identical rollouts into both trainers; compare what each makes of them at the first update."""
-    from lit_rlhf.data.embedded import EmbeddedPrompts
-    from lit_rlhf.rl.masking import masked_sum
+    from lit_rlhf.ops.masking import masked_sum
+    from lit_rlhf.task.sources import EmbeddedPrompts
 
     with tempfile.TemporaryDirectory() as tmp:
         policy_path = common.policy_path(args.model, Path(args.workdir))

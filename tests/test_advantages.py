@@ -4,6 +4,7 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
+from lit_rlhf.ops.masking import masked_whiten
 from lit_rlhf.rl.advantages import (
     GAE,
     RLOO,
@@ -14,7 +15,6 @@ from lit_rlhf.rl.advantages import (
     reinforce_baseline_advantages,
     rloo_advantages,
 )
-from lit_rlhf.rl.masking import masked_whiten
 
 
 def naive_gae(rewards, values, lengths, gamma, lam):

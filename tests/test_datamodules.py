@@ -24,13 +24,13 @@ from lit_rlhf.data.collate import (
     response_target_mask,
 )
 from lit_rlhf.data.datamodules import PreferenceDataModule, PromptDataModule, load_train_val
-from lit_rlhf.data.embedded import EmbeddedPretrainCorpus, EmbeddedPrompts, EmbeddedRankings
 from lit_rlhf.data.records import PromptRecord
 from lit_rlhf.data.sources import JsonlPreferenceSource
 from lit_rlhf.data.tokenization import EncodedExample, encode_prompt_responses, encode_prompts
 from lit_rlhf.errors import ConfigError, DataError
 from lit_rlhf.models.loading import load_tokenizer
 from lit_rlhf.regularizers.ptx import NoPretrainMix, PretrainMix
+from lit_rlhf.task.sources import EmbeddedPretrainCorpus, EmbeddedPrompts, EmbeddedRankings
 from lit_rlhf.train import build, fit
 
 EOS, PAD = 0, 1

@@ -34,7 +34,7 @@ def test_concatenated_forward_equals_separate_passes(tmp_path):
 
 def write_pairs(path, count: int) -> None:
     """A small JSONL of embedded-task pairs, so caching every completion takes a moment."""
-    from lit_rlhf.data.embedded import EmbeddedPreferencePairs
+    from lit_rlhf.task.sources import EmbeddedPreferencePairs
 
     records = EmbeddedPreferencePairs(seed=0).load("validation")[:count]
     path.write_text(

@@ -5,7 +5,7 @@ import torch
 from hydra.utils import instantiate
 from torch.distributions import Categorical, kl_divergence
 
-from lit_rlhf.rl.kl import (
+from lit_rlhf.regularizers.kl.estimators import (
     AbsEstimator,
     FullEstimator,
     K1Estimator,
@@ -111,5 +111,5 @@ def test_full_estimator_needs_logits():
 
 @pytest.mark.parametrize("name", ["K1Estimator", "AbsEstimator", "K2Estimator", "K3Estimator", "FullEstimator"])
 def test_estimators_instantiate_from_hydra_config(name):
-    estimator = instantiate({"_target_": f"lit_rlhf.rl.kl.{name}"})
+    estimator = instantiate({"_target_": f"lit_rlhf.regularizers.kl.estimators.{name}"})
     assert type(estimator).__name__ == name

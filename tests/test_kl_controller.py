@@ -4,7 +4,7 @@ import pytest
 from hydra.utils import instantiate
 
 from lit_rlhf.errors import NonFiniteError
-from lit_rlhf.rl.kl_controller import AdaptiveKLController, FixedKLController
+from lit_rlhf.regularizers.kl.controllers import AdaptiveKLController, FixedKLController
 
 
 def test_fixed_controller_never_moves():
@@ -19,7 +19,7 @@ def test_fixed_controller_rejects_negative_coef():
 
 
 def test_adaptive_controller_steps_by_hand():
-    controller = AdaptiveKLController(init_coef=0.2, target=6.0, horizon=10_000)
+    controller = AdaptiveKLController(coef=0.2, target=6.0, horizon=10_000)
 
     # KL 6.6: e = 6.6/6 - 1 = 0.1 (inside the clip) -> β = 0.2 · (1 + 0.1 · 100/10000) = 0.2002
     controller.update(current_kl=6.6, n_steps=100)
@@ -41,9 +41,9 @@ def test_adaptive_controller_steps_by_hand():
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"init_coef": -1.0, "target": 6.0, "horizon": 10}, "init_coef must be >= 0"),
-        ({"init_coef": 0.1, "target": 0.0, "horizon": 10}, "target must be > 0"),
-        ({"init_coef": 0.1, "target": 6.0, "horizon": 0}, "horizon must be > 0"),
+        ({"coef": -1.0, "target": 6.0, "horizon": 10}, "coef must be >= 0"),
+        ({"coef": 0.1, "target": 0.0, "horizon": 10}, "target must be > 0"),
+        ({"coef": 0.1, "target": 6.0, "horizon": 0}, "horizon must be > 0"),
     ],
 )
 def test_adaptive_controller_validates_arguments(kwargs, message):
@@ -52,7 +52,7 @@ def test_adaptive_controller_validates_arguments(kwargs, message):
 
 
 def test_adaptive_controller_rejects_non_finite_kl():
-    controller = AdaptiveKLController(init_coef=0.1, target=6.0, horizon=10)
+    controller = AdaptiveKLController(coef=0.1, target=6.0, horizon=10)
     with pytest.raises(NonFiniteError):
         controller.update(current_kl=math.nan, n_steps=1)
     assert controller.value == 0.1
@@ -60,7 +60,7 @@ def test_adaptive_controller_rejects_non_finite_kl():
 
 @pytest.mark.parametrize(
     "make",
-    [lambda: FixedKLController(coef=0.3), lambda: AdaptiveKLController(init_coef=0.3, target=1.0, horizon=10)],
+    [lambda: FixedKLController(coef=0.3), lambda: AdaptiveKLController(coef=0.3, target=1.0, horizon=10)],
 )
 def test_state_dict_round_trip(make):
     trained = make()
@@ -76,11 +76,11 @@ def test_state_dict_round_trip(make):
 def test_controllers_instantiate_from_hydra_config():
     adaptive = instantiate(
         {
-            "_target_": "lit_rlhf.rl.kl_controller.AdaptiveKLController",
-            "init_coef": 0.1,
+            "_target_": "lit_rlhf.regularizers.kl.controllers.AdaptiveKLController",
+            "coef": 0.1,
             "target": 6.0,
             "horizon": 10000,
         }
     )
-    fixed = instantiate({"_target_": "lit_rlhf.rl.kl_controller.FixedKLController", "coef": 0.1})
+    fixed = instantiate({"_target_": "lit_rlhf.regularizers.kl.controllers.FixedKLController", "coef": 0.1})
     assert adaptive.value == fixed.value == 0.1

@@ -3,7 +3,7 @@ import math
 import torch
 from torch.distributions import Categorical
 
-from lit_rlhf.rl.logprobs import entropy_from_logits, token_logprobs
+from lit_rlhf.ops.logprobs import entropy_from_logits, token_logprobs
 
 
 def reference_token_logprobs(logits, labels):

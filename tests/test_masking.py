@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from lit_rlhf.rl.masking import (
+from lit_rlhf.ops.masking import (
     last_true_index,
     masked_mean,
     masked_sum,

@@ -8,10 +8,10 @@ from conftest import compose_config
 
 import lit_rlhf.modules.ppo as ppo_module
 from lit_rlhf.data.batches import PromptBatch
-from lit_rlhf.models.heads import last_token_rewards
-from lit_rlhf.rl.kl import kl_k1
-from lit_rlhf.rl.masking import masked_sum, response_mask
-from lit_rlhf.rl.rollout import Generation
+from lit_rlhf.ops.forward import last_token_rewards
+from lit_rlhf.ops.generation import Generation
+from lit_rlhf.ops.masking import masked_sum, response_mask
+from lit_rlhf.regularizers.kl.estimators import kl_k1
 from lit_rlhf.train import build
 
 

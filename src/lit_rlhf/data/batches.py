@@ -70,3 +70,11 @@ class PromptBatch:
     input_ids: torch.Tensor
     attention_mask: torch.Tensor
     prompts: list[str]
+
+
+@dataclass
+class PPOBatch:
+    """One PPO iteration's input: the prompts to roll out, and a pretraining batch when PPO-ptx mixes one in."""
+
+    prompts: PromptBatch
+    pretrain: SFTBatch | None

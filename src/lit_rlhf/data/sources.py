@@ -47,7 +47,7 @@ class JsonlPreferenceSource:
         tokenizer: needed only for chat-message rows; its chat template renders them.
     """
 
-    def __init__(self, path: str, skip_invalid: bool = False, tokenizer: Any = None):
+    def __init__(self, path: str, skip_invalid: bool, tokenizer: Any = None):
         self.path = path
         self.skip_invalid = skip_invalid
         self.tokenizer = tokenizer
@@ -79,7 +79,7 @@ class HHRLHFSource:
         skip_invalid: drop (and report once) rows that cannot be split into a shared prompt and two responses.
     """
 
-    def __init__(self, path: str, skip_invalid: bool = False):
+    def __init__(self, path: str, skip_invalid: bool):
         self.path = path
         self.skip_invalid = skip_invalid
 

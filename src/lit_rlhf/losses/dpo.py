@@ -186,7 +186,7 @@ class SigmoidLoss:
     needs_reference: bool = True
     average_log_probs: bool = False
 
-    def __init__(self, beta: float = 0.1, label_smoothing: float = 0.0) -> None:
+    def __init__(self, beta: float, label_smoothing: float) -> None:
         _check_beta(beta)
         _check_label_smoothing("SigmoidLoss", label_smoothing, allow_half=True)
         self.beta = beta
@@ -220,7 +220,7 @@ class RobustLoss:
     needs_reference: bool = True
     average_log_probs: bool = False
 
-    def __init__(self, beta: float = 0.1, label_smoothing: float = 0.1) -> None:
+    def __init__(self, beta: float, label_smoothing: float) -> None:
         _check_beta(beta)
         _check_label_smoothing("RobustLoss", label_smoothing, allow_half=False)
         self.beta = beta
@@ -256,7 +256,7 @@ class IPOLoss:
 
     needs_reference: bool = True
 
-    def __init__(self, beta: float = 0.1, average_log_probs: bool = False) -> None:
+    def __init__(self, beta: float, average_log_probs: bool) -> None:
         _check_beta(beta)
         self.beta = beta
         self.average_log_probs = average_log_probs
@@ -283,7 +283,7 @@ class HingeLoss:
     needs_reference: bool = True
     average_log_probs: bool = False
 
-    def __init__(self, beta: float = 0.1) -> None:
+    def __init__(self, beta: float) -> None:
         _check_beta(beta)
         self.beta = beta
 
@@ -313,7 +313,7 @@ class ReferenceFreeLoss:
     needs_reference: bool = False
     average_log_probs: bool = False
 
-    def __init__(self, beta: float = 0.1) -> None:
+    def __init__(self, beta: float) -> None:
         _check_beta(beta)
         self.beta = beta
 

@@ -13,7 +13,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from lit_rlhf.rl.masking import masked_mean, masked_var
+from lit_rlhf.ops.masking import masked_mean, masked_var
 
 
 class PolicyLoss(NamedTuple):

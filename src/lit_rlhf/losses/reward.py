@@ -119,7 +119,7 @@ class MarginLoss:
 
     uses_margin: bool = True
 
-    def __init__(self, scale: float = 1.0) -> None:
+    def __init__(self, scale: float) -> None:
         self.scale = scale
 
     def __call__(self, chosen: Tensor, rejected: Tensor, margin: Tensor | None = None) -> Tensor:

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from typing import Callable, Sequence
+from typing import Sequence
 
 import torch
 from torch import nn
 
 from lit_rlhf.errors import NonFiniteError
-from lit_rlhf.rl.rollout import Generation, SamplingConfig, decode_responses, generate
+from lit_rlhf.ops.generation import Generation, SamplingConfig, decode_responses, generate
 
 log = logging.getLogger("lit_rlhf")
 
@@ -52,6 +52,37 @@ def handle_nonfinite(what: str, step: int, skip: bool) -> None:
     log.warning("skipping the update at step %d: non-finite %s", step, what)
 
 
+def finite_or_skip(what: str, step: int, skip: bool, *tensors: torch.Tensor) -> bool:
+    """True when every tensor is finite; otherwise stop the run, or warn and return False (skip this update)."""
+    if all_finite(*tensors):
+        return True
+    handle_nonfinite(what, step, skip)
+    return False
+
+
+def configure_optimizer(module, parameters):
+    """`configure_optimizers` of a one-optimizer stage: its `optimizer_factory` and `scheduler_factory`."""
+    return build_optimizer(
+        module.optimizer_factory, parameters, module.scheduler_factory, module.trainer.estimated_stepping_batches
+    )
+
+
+def log_learning_rate(module, batch_size: int) -> None:
+    """`train/lr` of the (first) optimizer."""
+    module.log("train/lr", module.optimizers().param_groups[0]["lr"], batch_size=batch_size)
+
+
+def log_updated_metrics(module, metrics: nn.ModuleDict, prefix: str, prog_bar: Sequence[str] = ()) -> None:
+    """Log `prefix/name` for every metric that received values this epoch.
+
+    A metric with no data source (e.g. the gold reward on real data) is never updated,
+    so it is not logged rather than logged as a meaningless 0.
+    """
+    for name, metric in metrics.items():
+        if metric.update_called:
+            module.log(f"{prefix}/{name}", metric, prog_bar=name in prog_bar)
+
+
 @contextlib.contextmanager
 def seeded_rng(seed: int, device: torch.device):
     """Sample with a fixed seed without disturbing the training RNG stream.
@@ -65,17 +96,16 @@ def seeded_rng(seed: int, device: torch.device):
         yield
 
 
-def sample_and_score(
+def seeded_samples(
     policy: nn.Module,
     tokenizer,
     prompt_ids: torch.Tensor,
     prompt_mask: torch.Tensor,
-    prompts: Sequence[str],
     sampling: SamplingConfig,
-    score_texts: Callable[[Sequence[str], Sequence[str]], torch.Tensor],
-) -> tuple[Generation, list[str], torch.Tensor]:
-    """Sample responses to held-out prompts and score their texts (e.g. with the task's gold reward)."""
-    generation = generate(policy, prompt_ids, prompt_mask, sampling, [tokenizer.eos_token_id], tokenizer.pad_token_id)
-    responses = decode_responses(tokenizer, generation)
-    scores = score_texts(prompts, responses).to(prompt_ids.device, torch.float32)
-    return generation, responses, scores
+    stop_token_ids: Sequence[int],
+    seed: int,
+) -> tuple[Generation, list[str]]:
+    """Validation samples: responses to held-out prompts drawn with a fixed seed, and their texts."""
+    with seeded_rng(seed, prompt_ids.device):
+        generation = generate(policy, prompt_ids, prompt_mask, sampling, stop_token_ids, tokenizer.pad_token_id)
+    return generation, decode_responses(tokenizer, generation)

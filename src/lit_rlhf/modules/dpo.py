@@ -16,29 +16,22 @@ from torchmetrics import MeanMetric
 from tqdm.auto import tqdm
 
 from lit_rlhf.data.batches import PreferenceBatch
-from lit_rlhf.models.heads import sequence_token_logprobs
 from lit_rlhf.modules.common import (
-    all_finite,
-    build_optimizer,
+    configure_optimizer,
     disable_dropout,
+    finite_or_skip,
     freeze,
-    handle_nonfinite,
-    sample_and_score,
-    seeded_rng,
+    log_learning_rate,
+    log_updated_metrics,
+    seeded_samples,
 )
-from lit_rlhf.rl.masking import masked_sum
-from lit_rlhf.rl.rollout import SamplingConfig
+from lit_rlhf.ops.forward import sequence_token_logprobs
+from lit_rlhf.ops.generation import SamplingConfig
+from lit_rlhf.ops.masking import masked_sum
 
-VAL_METRICS = (
-    "loss",
-    "rewards_accuracy",
-    "rewards_margin",
-    "rewards_chosen",
-    "rewards_rejected",
-    "logps_chosen",
-    "gold_reward",
-    "response_length",
-)
+# The implicit-reward metrics share their names with the reward model's (`reward_accuracy`, ...).
+PAIR_METRICS = ("reward_accuracy", "reward_margin", "reward_chosen", "reward_rejected", "logps_chosen")
+VAL_METRICS = ("loss", *PAIR_METRICS, "gold_reward", "response_length")
 
 
 class DPOModule(L.LightningModule):
@@ -140,10 +133,10 @@ class DPOModule(L.LightningModule):
         rewards = self.loss_fn.beta * (policy_logps - (0.0 if reference_logps is None else reference_logps)).detach()
         metrics = {
             "dpo_loss": dpo_loss.detach(),
-            "rewards_chosen": rewards[chosen].mean(),
-            "rewards_rejected": rewards[rejected].mean(),
-            "rewards_margin": (rewards[chosen] - rewards[rejected]).mean(),
-            "rewards_accuracy": (rewards[chosen] > rewards[rejected]).float().mean(),
+            "reward_chosen": rewards[chosen].mean(),
+            "reward_rejected": rewards[rejected].mean(),
+            "reward_margin": (rewards[chosen] - rewards[rejected]).mean(),
+            "reward_accuracy": (rewards[chosen] > rewards[rejected]).float().mean(),
             "logps_chosen": logps[chosen].detach().mean(),
             "logps_rejected": logps[rejected].detach().mean(),
             "nll": (-logps[chosen] / lengths[chosen].clamp(min=1)).detach().mean(),
@@ -153,13 +146,12 @@ class DPOModule(L.LightningModule):
 
     def training_step(self, batch: PreferenceBatch, batch_idx: int):
         loss, metrics = self.step(batch)
-        if not all_finite(loss):
-            handle_nonfinite("DPO loss", self.global_step, self.skip_nonfinite_updates)
+        if not finite_or_skip("DPO loss", self.global_step, self.skip_nonfinite_updates, loss):
             return None
         pairs = len(batch.better_idx)
         self.log("train/loss", loss, prog_bar=True, batch_size=pairs)
         self.log_dict({f"train/{name}": value for name, value in metrics.items()}, batch_size=pairs)
-        self.log("train/lr", self.optimizers().param_groups[0]["lr"], batch_size=pairs)
+        log_learning_rate(self, pairs)
         return loss
 
     def validation_step(self, batch: PreferenceBatch, batch_idx: int) -> None:
@@ -167,32 +159,25 @@ class DPOModule(L.LightningModule):
         pairs = len(batch.better_idx)
         values = self.val_metrics
         values["loss"].update(loss, weight=pairs)
-        for name in ("rewards_accuracy", "rewards_margin", "rewards_chosen", "rewards_rejected", "logps_chosen"):
+        for name in PAIR_METRICS:
             values[name].update(metrics[name], weight=pairs)
         if self.gold_reward is not None and batch_idx < self.val_sample_batches:
-            with seeded_rng(self.seed + batch_idx, self.device):
-                generation, _, gold = sample_and_score(
-                    self.policy,
-                    self.tokenizer,
-                    batch.prompt_input_ids,
-                    batch.prompt_attention_mask,
-                    batch.group_prompts,
-                    self.sampling,
-                    self.gold_reward,
-                )
-            values["gold_reward"].update(gold)
+            generation, responses = seeded_samples(
+                self.policy,
+                self.tokenizer,
+                batch.prompt_input_ids,
+                batch.prompt_attention_mask,
+                self.sampling,
+                [self.tokenizer.eos_token_id],
+                self.seed + batch_idx,
+            )
+            gold = self.gold_reward(batch.group_prompts, responses)
+            values["gold_reward"].update(gold.to(self.device, torch.float32))
             values["response_length"].update(generation.response_mask.sum(-1).float())
-        for name, metric in values.items():
-            if metric.update_called:
-                self.log(f"val/{name}", metric, prog_bar=name in ("rewards_accuracy", "gold_reward"))
+        log_updated_metrics(self, values, "val", prog_bar=("reward_accuracy", "gold_reward"))
 
     def configure_optimizers(self):
-        return build_optimizer(
-            self.optimizer_factory,
-            self.policy.parameters(),
-            self.scheduler_factory,
-            self.trainer.estimated_stepping_batches,
-        )
+        return configure_optimizer(self, self.policy.parameters())
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if not k.startswith("reference.")}

@@ -27,16 +27,23 @@ import lightning as L
 import torch
 from torchmetrics import MeanMetric
 
-from lit_rlhf.data.batches import PromptBatch, SFTBatch
+from lit_rlhf.data.batches import PPOBatch, PromptBatch, SFTBatch
 from lit_rlhf.errors import ConfigError
 from lit_rlhf.losses.ppo import clipped_policy_loss, clipped_value_loss, explained_variance
-from lit_rlhf.models.heads import last_token_rewards, scalar_head_outputs, sequence_token_logprobs
-from lit_rlhf.modules.common import all_finite, disable_dropout, freeze, handle_nonfinite, seeded_rng
+from lit_rlhf.modules.common import (
+    build_optimizer,
+    disable_dropout,
+    finite_or_skip,
+    freeze,
+    log_updated_metrics,
+    seeded_samples,
+)
+from lit_rlhf.ops.forward import last_token_rewards, scalar_head_outputs, sequence_token_logprobs
+from lit_rlhf.ops.generation import Generation, SamplingConfig, decode_responses, generate
+from lit_rlhf.ops.logprobs import entropy_from_logits
+from lit_rlhf.ops.masking import last_true_index, masked_mean, masked_sum
+from lit_rlhf.regularizers.kl.estimators import kl_k1
 from lit_rlhf.rl.experience import Experience
-from lit_rlhf.rl.kl import kl_k1, kl_k3
-from lit_rlhf.rl.logprobs import entropy_from_logits
-from lit_rlhf.rl.masking import last_true_index, masked_mean, masked_sum
-from lit_rlhf.rl.rollout import Generation, SamplingConfig, decode_responses, generate
 
 TextReward = Callable[[Sequence[str], Sequence[str]], torch.Tensor]
 
@@ -68,7 +75,7 @@ class PPOModule(L.LightningModule):
         gold_reward: the task's programmatic gold reward, logged as `train/gold_reward` and `val/gold_reward`.
     """
 
-    batch_type = PromptBatch
+    batch_type = PPOBatch
 
     def __init__(
         self,
@@ -152,7 +159,7 @@ class PPOModule(L.LightningModule):
         )
         ref_logprobs, ref_logits = self.reference_forward(generation.sequences, generation.attention_mask, start)
         # (B, R, V) logits are only kept for the exact (`full`) estimator.
-        if not self.kl.estimator.needs_logits:
+        if not self.kl.needs_logits:
             logits = ref_logits = None
         values = None
         if self.critic is not None:
@@ -161,8 +168,7 @@ class PPOModule(L.LightningModule):
         raw_scores = self.score(generation, prompts, responses)
         scores = raw_scores - self.missing_eos_penalty * (~generation.has_stop).float()
 
-        # masked_fill, not a product: whatever sits after EOS must not turn into NaN * 0.
-        per_token_kl = self.kl.estimator(old_logprobs, ref_logprobs, logits, ref_logits).masked_fill(~mask, 0.0)
+        per_token_kl = self.kl.measure(old_logprobs, ref_logprobs, mask, logits, ref_logits)
         token_rewards = -self.kl.reward_penalty(per_token_kl)
         last = last_true_index(mask)
         token_rewards[torch.arange(len(last), device=self.device), last] += scores
@@ -179,12 +185,8 @@ class PPOModule(L.LightningModule):
             returns=returns,
             scores=scores,
         )
-        sequence_kl = masked_sum(per_token_kl, mask, dim=1)
         metrics = {
-            "kl": sequence_kl.mean(),
-            "kl_k1": masked_sum(kl_k1(old_logprobs, ref_logprobs), mask, dim=1).mean(),
-            "kl_k3": masked_sum(kl_k3(old_logprobs, ref_logprobs), mask, dim=1).mean(),
-            "kl_coef": torch.tensor(self.kl.coef),
+            **self.kl.rollout_metrics(per_token_kl, old_logprobs, ref_logprobs, mask),
             "reward": raw_scores.mean(),
             "reward_total": masked_sum(token_rewards, mask, dim=1).mean(),
             "response_length": mask.sum(1).float().mean(),
@@ -225,7 +227,9 @@ class PPOModule(L.LightningModule):
         # Without an entropy bonus the entropy is a metric: no graph through a softmax over (B, R, V).
         with torch.set_grad_enabled(torch.is_grad_enabled() and self.entropy_coef != 0):
             entropy = masked_mean(entropy_from_logits(logits), mask)
-        kl_term = self.kl.loss_term(logprobs, minibatch.ref_logprobs, mask, logits, self.reference_logits(minibatch))
+        kl_term = self.kl.loss_term(
+            logprobs, minibatch.ref_logprobs, minibatch.old_logprobs, mask, logits, self.reference_logits(minibatch)
+        )
         ptx_term = self.ptx.loss_term(self.policy, pretrain)
         loss = policy.loss - self.entropy_coef * entropy + kl_term.loss + ptx_term.loss
         metrics = {
@@ -269,14 +273,12 @@ class PPOModule(L.LightningModule):
             for index in order[: minibatch_size * self.num_minibatches].split(minibatch_size):
                 minibatch = experience.select(index)
                 loss, metrics = self.actor_loss(minibatch, pretrain)
+                losses = [loss]
                 if critic_opt is not None:
                     value_loss, value_metrics = self.critic_loss(minibatch)
-                    loss_ok = all_finite(loss, value_loss)
+                    losses.append(value_loss)
                     metrics.update(value_metrics)
-                else:
-                    value_loss, loss_ok = None, all_finite(loss)
-                if not loss_ok:
-                    handle_nonfinite("PPO loss", self.global_step, self.skip_nonfinite_updates)
+                if not finite_or_skip("PPO loss", self.global_step, self.skip_nonfinite_updates, *losses):
                     skipped += 1
                     continue
                 self.optimizer_step(actor_opt, loss)
@@ -289,16 +291,16 @@ class PPOModule(L.LightningModule):
         means["skipped_updates"] = torch.tensor(float(skipped))
         return means
 
-    def training_step(self, batch: dict, batch_idx: int) -> None:
+    def training_step(self, batch: PPOBatch, batch_idx: int) -> None:
         started = time.perf_counter()
-        experience, metrics, prompts, responses = self.rollout(batch["prompts"])
+        experience, metrics, prompts, responses = self.rollout(batch.prompts)
         rollout_seconds = time.perf_counter() - started
-        if not all_finite(experience.scores, experience.advantages):
-            handle_nonfinite("reward or advantage", self.global_step, self.skip_nonfinite_updates)
+        rollout_tensors = (experience.scores, experience.advantages)
+        if not finite_or_skip("reward or advantage", self.global_step, self.skip_nonfinite_updates, *rollout_tensors):
             return None
-        self.kl.controller.update(float(metrics["kl"]), n_steps=len(experience))
+        self.kl.update(float(metrics["kl"]), n_samples=len(experience))
         started = time.perf_counter()
-        metrics.update(self.update(experience, batch.get("pretrain")))
+        metrics.update(self.update(experience, batch.pretrain))
         metrics["rollout_seconds"] = torch.tensor(rollout_seconds)
         metrics["update_seconds"] = torch.tensor(time.perf_counter() - started)
         reward = metrics.pop("reward")
@@ -311,30 +313,26 @@ class PPOModule(L.LightningModule):
     # -------------------------------------------------------------- validation
     def validation_step(self, batch: PromptBatch, batch_idx: int) -> None:
         """Sample held-out prompts with a fixed seed; score them and measure KL to the reference."""
-        with seeded_rng(self.seed + batch_idx, self.device):
-            generation = generate(
-                self.policy,
-                batch.input_ids,
-                batch.attention_mask,
-                self.sampling,
-                self.stop_token_ids,
-                self.tokenizer.pad_token_id,
-            )
-        responses = decode_responses(self.tokenizer, generation)
+        generation, responses = seeded_samples(
+            self.policy,
+            self.tokenizer,
+            batch.input_ids,
+            batch.attention_mask,
+            self.sampling,
+            self.stop_token_ids,
+            self.seed + batch_idx,
+        )
         mask, start = generation.response_mask, generation.prompt_length - 1
         logprobs, _ = sequence_token_logprobs(self.policy, generation.sequences, generation.attention_mask, start)
         ref_logprobs, _ = self.reference_forward(generation.sequences, generation.attention_mask, start)
-        kl = masked_sum(kl_k1(logprobs, ref_logprobs), mask, dim=1)
         metrics = self.val_metrics
         metrics["reward"].update(self.score(generation, batch.prompts, responses))
-        metrics["kl"].update(kl)
+        metrics["kl"].update(masked_sum(kl_k1(logprobs, ref_logprobs), mask, dim=1))
         metrics["response_length"].update(mask.sum(1).float())
         metrics["eos_fraction"].update(generation.has_stop.float())
         if self.gold_reward is not None:
-            metrics["gold_reward"].update(self.gold_reward(batch.prompts, responses).float())
-        for name, metric in metrics.items():
-            if name != "gold_reward" or self.gold_reward is not None:
-                self.log(f"val/{name}", metric, prog_bar=name in ("reward", "gold_reward"))
+            metrics["gold_reward"].update(self.gold_reward(batch.prompts, responses).to(self.device, torch.float32))
+        log_updated_metrics(self, metrics, "val", prog_bar=("reward", "gold_reward"))
 
     # ------------------------------------------------------------------- misc
     def log_samples(self, key: str, prompts: Sequence[str], responses: Sequence[str], scores: torch.Tensor) -> None:
@@ -345,18 +343,19 @@ class PPOModule(L.LightningModule):
                 logger.log_table(key=key, columns=["prompt", "response", "score"], data=rows, step=self.global_step)
 
     def configure_optimizers(self):
-        actor = self.actor_optimizer_factory(params=[p for p in self.policy.parameters() if p.requires_grad])
+        actor = build_optimizer(self.actor_optimizer_factory, self.policy.parameters())
         if self.critic is None:
             return actor
-        return [actor, self.critic_optimizer_factory(params=[p for p in self.critic.parameters() if p.requires_grad])]
+        return [actor, build_optimizer(self.critic_optimizer_factory, self.critic.parameters())]
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         frozen = ("reference.", "reward_model.")
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if not k.startswith(frozen)}
-        checkpoint["kl_controller"] = self.kl.controller.state_dict()
+        checkpoint["kl_penalty"] = self.kl.state_dict()
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        self.kl.controller.load_state_dict(checkpoint["kl_controller"])
+        # Checkpoints written before the KL penalty owned its state kept the controller's under another key.
+        self.kl.load_state_dict(checkpoint.get("kl_penalty", checkpoint.get("kl_controller", {})))
 
     def export_model(self):
         return self.policy

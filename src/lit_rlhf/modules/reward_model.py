@@ -8,8 +8,8 @@ from torchmetrics import MeanMetric
 
 from lit_rlhf.data.batches import PreferenceBatch
 from lit_rlhf.losses.reward import reward_centering_penalty
-from lit_rlhf.models.heads import last_token_rewards
-from lit_rlhf.modules.common import all_finite, build_optimizer, handle_nonfinite
+from lit_rlhf.modules.common import configure_optimizer, finite_or_skip, log_learning_rate, log_updated_metrics
+from lit_rlhf.ops.forward import last_token_rewards
 
 
 class RewardModel(L.LightningModule):
@@ -46,7 +46,7 @@ class RewardModel(L.LightningModule):
         self.tokenizer, self.gold_reward = tokenizer, gold_reward
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.skip_nonfinite_updates = skip_nonfinite_updates
-        metric_names = ["loss", "accuracy", "margin", "reward_chosen", "reward_rejected", "gold_accuracy"]
+        metric_names = ["loss", "reward_accuracy", "reward_margin", "reward_chosen", "reward_rejected", "gold_accuracy"]
         self.val_metrics = torch.nn.ModuleDict({name: MeanMetric() for name in metric_names})
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -65,31 +65,28 @@ class RewardModel(L.LightningModule):
     def training_step(self, batch: PreferenceBatch, batch_idx: int):
         chosen, rejected = self.pair_rewards(batch)
         loss = self.pair_loss(chosen, rejected, batch)
-        if not all_finite(loss):
-            handle_nonfinite("reward-model loss", self.global_step, self.skip_nonfinite_updates)
+        if not finite_or_skip("reward-model loss", self.global_step, self.skip_nonfinite_updates, loss):
             return None
         pairs = len(chosen)
         self.log("train/loss", loss, prog_bar=True, batch_size=pairs)
-        self.log("train/accuracy", (chosen > rejected).float().mean(), prog_bar=True, batch_size=pairs)
-        self.log("train/margin", (chosen - rejected).mean(), batch_size=pairs)
+        self.log("train/reward_accuracy", (chosen > rejected).float().mean(), prog_bar=True, batch_size=pairs)
+        self.log("train/reward_margin", (chosen - rejected).mean(), batch_size=pairs)
         self.log("train/reward_chosen", chosen.mean(), batch_size=pairs)
         self.log("train/reward_rejected", rejected.mean(), batch_size=pairs)
-        self.log("train/lr", self.optimizers().param_groups[0]["lr"], batch_size=pairs)
+        log_learning_rate(self, pairs)
         return loss
 
     def validation_step(self, batch: PreferenceBatch, batch_idx: int) -> None:
         chosen, rejected = self.pair_rewards(batch)
         metrics = self.val_metrics
         metrics["loss"].update(self.pair_loss(chosen, rejected, batch), weight=len(chosen))
-        metrics["accuracy"].update((chosen > rejected).float())
-        metrics["margin"].update(chosen - rejected)
+        metrics["reward_accuracy"].update((chosen > rejected).float())
+        metrics["reward_margin"].update(chosen - rejected)
         metrics["reward_chosen"].update(chosen)
         metrics["reward_rejected"].update(rejected)
         if self.gold_reward is not None:
             metrics["gold_accuracy"].update(self.gold_agreement(batch, chosen, rejected))
-        for name, metric in metrics.items():
-            if name != "gold_accuracy" or self.gold_reward is not None:
-                self.log(f"val/{name}", metric, prog_bar=name in ("accuracy", "gold_accuracy"))
+        log_updated_metrics(self, metrics, "val", prog_bar=("reward_accuracy", "gold_accuracy"))
 
     def gold_agreement(self, batch: PreferenceBatch, chosen: torch.Tensor, rejected: torch.Tensor) -> torch.Tensor:
         """1.0 where the model orders a pair as the gold reward does (gold ties are left out).
@@ -104,12 +101,7 @@ class RewardModel(L.LightningModule):
         return agree[decided].float()
 
     def configure_optimizers(self):
-        return build_optimizer(
-            self.optimizer_factory,
-            self.model.parameters(),
-            self.scheduler_factory,
-            self.trainer.estimated_stepping_batches,
-        )
+        return configure_optimizer(self, self.model.parameters())
 
     def export_model(self):
         return self.model

@@ -7,10 +7,16 @@ import torch
 from torchmetrics import MeanMetric
 
 from lit_rlhf.data.batches import SFTBatch
-from lit_rlhf.models.heads import sequence_token_logprobs
-from lit_rlhf.modules.common import all_finite, build_optimizer, handle_nonfinite, sample_and_score, seeded_rng
-from lit_rlhf.rl.masking import masked_mean
-from lit_rlhf.rl.rollout import SamplingConfig
+from lit_rlhf.modules.common import (
+    configure_optimizer,
+    finite_or_skip,
+    log_learning_rate,
+    log_updated_metrics,
+    seeded_samples,
+)
+from lit_rlhf.ops.forward import sequence_token_logprobs
+from lit_rlhf.ops.generation import SamplingConfig
+from lit_rlhf.ops.masking import masked_mean
 
 
 class SFTModule(L.LightningModule):
@@ -46,7 +52,9 @@ class SFTModule(L.LightningModule):
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.sampling, self.val_sample_batches = sampling, val_sample_batches
         self.skip_nonfinite_updates, self.seed = skip_nonfinite_updates, seed
-        self.val_loss, self.val_gold_reward, self.val_response_length = MeanMetric(), MeanMetric(), MeanMetric()
+        self.val_metrics = torch.nn.ModuleDict(
+            {name: MeanMetric() for name in ("loss", "gold_reward", "response_length")}
+        )
 
     def response_nll(self, batch: SFTBatch) -> torch.Tensor:
         """Mean negative log-likelihood per response token."""
@@ -55,40 +63,31 @@ class SFTModule(L.LightningModule):
 
     def training_step(self, batch: SFTBatch, batch_idx: int):
         loss = self.response_nll(batch)
-        if not all_finite(loss):
-            handle_nonfinite("SFT loss", self.global_step, self.skip_nonfinite_updates)
+        if not finite_or_skip("SFT loss", self.global_step, self.skip_nonfinite_updates, loss):
             return None
         self.log("train/loss", loss, prog_bar=True, batch_size=len(batch.prompts))
-        self.log("train/lr", self.optimizers().param_groups[0]["lr"], batch_size=len(batch.prompts))
+        log_learning_rate(self, len(batch.prompts))
         return loss
 
     def validation_step(self, batch: SFTBatch, batch_idx: int) -> None:
-        self.val_loss.update(self.response_nll(batch), weight=len(batch.prompts))
-        self.log("val/loss", self.val_loss, prog_bar=True)
-        if self.gold_reward is None or batch_idx >= self.val_sample_batches:
-            return
-        with seeded_rng(self.seed + batch_idx, self.device):
-            generation, _, gold = sample_and_score(
+        metrics = self.val_metrics
+        metrics["loss"].update(self.response_nll(batch), weight=len(batch.prompts))
+        if self.gold_reward is not None and batch_idx < self.val_sample_batches:
+            generation, responses = seeded_samples(
                 self.policy,
                 self.tokenizer,
                 batch.prompt_input_ids,
                 batch.prompt_attention_mask,
-                batch.prompts,
                 self.sampling,
-                self.gold_reward,
+                [self.tokenizer.eos_token_id],
+                self.seed + batch_idx,
             )
-        self.val_gold_reward.update(gold)
-        self.val_response_length.update(generation.response_mask.sum(-1).float())
-        self.log("val/gold_reward", self.val_gold_reward, prog_bar=True)
-        self.log("val/response_length", self.val_response_length)
+            metrics["gold_reward"].update(self.gold_reward(batch.prompts, responses).to(self.device, torch.float32))
+            metrics["response_length"].update(generation.response_mask.sum(-1).float())
+        log_updated_metrics(self, metrics, "val", prog_bar=("loss", "gold_reward"))
 
     def configure_optimizers(self):
-        return build_optimizer(
-            self.optimizer_factory,
-            self.policy.parameters(),
-            self.scheduler_factory,
-            self.trainer.estimated_stepping_batches,
-        )
+        return configure_optimizer(self, self.policy.parameters())
 
     def export_model(self):
         """The model saved in HF format at the end of the run."""

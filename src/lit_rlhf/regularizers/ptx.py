@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from lit_rlhf.data.batches import SFTBatch
 from lit_rlhf.errors import ConfigError
-from lit_rlhf.models.heads import sequence_token_logprobs
+from lit_rlhf.ops.forward import sequence_token_logprobs
+from lit_rlhf.ops.masking import masked_mean
 from lit_rlhf.regularizers.term import RegularizerTerm
-from lit_rlhf.rl.masking import masked_mean
 
 
 class PretrainMix:

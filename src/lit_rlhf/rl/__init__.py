@@ -1,0 +1,1 @@
+"""What only reinforcement learning needs: advantage estimators and the experience of a rollout."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from lit_rlhf.rl.masking import masked_sum, masked_whiten
+from lit_rlhf.ops.masking import masked_sum, masked_whiten
 
 
 def gae(rewards: Tensor, values: Tensor, mask: Tensor, gamma: float, lam: float) -> tuple[Tensor, Tensor]:
@@ -159,7 +159,7 @@ class GAE:
     needs_critic: bool = True
     samples_per_prompt: int = 1
 
-    def __init__(self, gamma: float = 1.0, lam: float = 0.95, whiten: bool = True) -> None:
+    def __init__(self, gamma: float, lam: float, whiten: bool) -> None:
         if not (0.0 <= gamma <= 1.0 and 0.0 <= lam <= 1.0):
             raise ValueError(f"GAE: gamma and lam must lie in [0, 1], got gamma={gamma}, lam={lam}")
         self.gamma = gamma
@@ -192,7 +192,7 @@ class ReinforceBaseline:
 
     needs_critic: bool = False
 
-    def __init__(self, samples_per_prompt: int, whiten: bool = False) -> None:
+    def __init__(self, samples_per_prompt: int, whiten: bool) -> None:
         self.samples_per_prompt = _check_samples_per_prompt(samples_per_prompt, 1, "ReinforceBaseline")
         self.whiten = whiten
 
@@ -217,7 +217,7 @@ class RLOO:
 
     needs_critic: bool = False
 
-    def __init__(self, samples_per_prompt: int, whiten: bool = False) -> None:
+    def __init__(self, samples_per_prompt: int, whiten: bool) -> None:
         self.samples_per_prompt = _check_samples_per_prompt(samples_per_prompt, 2, "RLOO")
         self.whiten = whiten
 
@@ -243,7 +243,7 @@ class GroupRelative:
 
     needs_critic: bool = False
 
-    def __init__(self, samples_per_prompt: int, eps: float = 1e-6, scale: bool = True) -> None:
+    def __init__(self, samples_per_prompt: int, eps: float, scale: bool) -> None:
         self.samples_per_prompt = _check_samples_per_prompt(samples_per_prompt, 2, "GroupRelative")
         self.eps = eps
         self.scale = scale

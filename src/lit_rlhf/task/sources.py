@@ -19,7 +19,7 @@ def embedded_task(seed: int) -> EmbeddedTask:
 class EmbeddedDemonstrations:
     """SFT demonstrations written by the task's simulated reviewers."""
 
-    def __init__(self, seed: int = 0):
+    def __init__(self, seed: int):
         self.seed = seed
 
     def splits(self) -> list[str]:
@@ -32,7 +32,7 @@ class EmbeddedDemonstrations:
 class EmbeddedPreferencePairs:
     """Pairs labelled from the gold reward with Bradley-Terry noise, with Likert margins."""
 
-    def __init__(self, seed: int = 0):
+    def __init__(self, seed: int):
         self.seed = seed
 
     def splits(self) -> list[str]:
@@ -45,7 +45,7 @@ class EmbeddedPreferencePairs:
 class EmbeddedRankings:
     """K completions per prompt ranked best-first (Plackett-Luce labellers)."""
 
-    def __init__(self, seed: int = 0, k: int = 4):
+    def __init__(self, seed: int, k: int):
         self.seed = seed
         self.k = k
 
@@ -59,7 +59,7 @@ class EmbeddedRankings:
 class EmbeddedPrompts:
     """Review prompts for PPO rollouts; validation uses held-out titles."""
 
-    def __init__(self, seed: int = 0):
+    def __init__(self, seed: int):
         self.seed = seed
 
     def splits(self) -> list[str]:
@@ -72,7 +72,7 @@ class EmbeddedPrompts:
 class EmbeddedPretrainCorpus:
     """Plain text of the task's language, as prompt-less records, for PPO-ptx."""
 
-    def __init__(self, seed: int = 0):
+    def __init__(self, seed: int):
         self.seed = seed
 
     def splits(self) -> list[str]:

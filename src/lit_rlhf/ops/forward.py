@@ -14,8 +14,8 @@ import torch
 from transformers import PreTrainedModel
 
 from lit_rlhf.errors import ConfigError
-from lit_rlhf.rl.logprobs import token_logprobs
-from lit_rlhf.rl.masking import last_true_index
+from lit_rlhf.ops.logprobs import token_logprobs
+from lit_rlhf.ops.masking import last_true_index
 
 
 def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:

@@ -8,17 +8,17 @@ from typing import Sequence
 import torch
 from transformers import PreTrainedModel
 
-from lit_rlhf.rl.masking import response_mask
+from lit_rlhf.ops.masking import response_mask
 
 
 @dataclass(frozen=True)
 class SamplingConfig:
     """How responses are sampled (HF generate semantics: top_k=0 and top_p=1.0 disable those filters)."""
 
-    max_new_tokens: int = 32
-    temperature: float = 1.0
-    top_k: int = 0
-    top_p: float = 1.0
+    max_new_tokens: int
+    temperature: float
+    top_k: int
+    top_p: float
 
 
 @dataclass(frozen=True)

@@ -2,8 +2,9 @@
 
 Ziegler et al. 2019, "Fine-Tuning Language Models from Human Preferences":
 either a fixed β, or a proportional controller that steers the measured KL
-towards a target. Both keep their state in `state_dict()` so a resumed run
-continues with the coefficient it had (Lightning checkpoints call these).
+towards a target. Both start from `regularizer.kl.coef` (their YAML is `_partial_`:
+the KL penalty binds the coefficient) and keep their state in `state_dict()`, so a
+resumed run continues with the coefficient it had.
 """
 
 from __future__ import annotations
@@ -49,19 +50,19 @@ class AdaptiveKLController:
     The clip bounds how fast β moves: by at most 20% per `horizon` steps.
 
     Args:
-        init_coef: starting β ≥ 0.
+        coef: starting β ≥ 0.
         target: KL (nats per sequence, as measured by the caller) to steer towards, > 0.
         horizon: number of steps over which a 20% change may build up, > 0.
     """
 
     max_relative_error = 0.2
 
-    def __init__(self, init_coef: float, target: float, horizon: int) -> None:
+    def __init__(self, coef: float, target: float, horizon: int) -> None:
         if not target > 0:
             raise ValueError(f"AdaptiveKLController: target must be > 0, got {target}")
         if not horizon > 0:
             raise ValueError(f"AdaptiveKLController: horizon must be > 0, got {horizon}")
-        self.value = _check_coef("init_coef", init_coef)
+        self.value = _check_coef("coef", coef)
         self.target = float(target)
         self.horizon = horizon
 

@@ -2,6 +2,7 @@ import math
 
 import pytest
 import torch
+from conftest import compose_config
 from hydra.utils import instantiate
 
 from lit_rlhf.ops.masking import masked_whiten
@@ -142,7 +143,7 @@ def broadcast(sequence_advantages):
 
 def test_reinforce_baseline_class():
     # scores (2, 1, 0.5, 1.5), mean 1.25 -> (0.75, -0.25, -0.75, 0.25) on every real token
-    estimator = ReinforceBaseline(samples_per_prompt=2)
+    estimator = ReinforceBaseline(samples_per_prompt=2, whiten=False)
     advantages, returns = estimator(TOKEN_REWARDS, None, MASK)
     assert returns is None and estimator.needs_critic is False
     torch.testing.assert_close(advantages, broadcast([0.75, -0.25, -0.75, 0.25]))
@@ -150,7 +151,7 @@ def test_reinforce_baseline_class():
 
 def test_rloo_class():
     # groups (2, 1) and (0.5, 1.5): k = 2 -> (1, -1) and (-1, 1)
-    estimator = RLOO(samples_per_prompt=2)
+    estimator = RLOO(samples_per_prompt=2, whiten=False)
     advantages, returns = estimator(TOKEN_REWARDS, None, MASK)
     assert returns is None and estimator.needs_critic is False and estimator.samples_per_prompt == 2
     torch.testing.assert_close(advantages, broadcast([1.0, -1.0, -1.0, 1.0]))
@@ -158,7 +159,7 @@ def test_rloo_class():
 
 def test_group_relative_class():
     # groups (2, 1) and (0.5, 1.5): mean-centred ±0.5, unbiased std sqrt(0.5) -> ±0.5/0.7071 = ±0.7071
-    estimator = GroupRelative(samples_per_prompt=2, eps=0.0)
+    estimator = GroupRelative(samples_per_prompt=2, eps=0.0, scale=True)
     advantages, returns = estimator(TOKEN_REWARDS, None, MASK)
     assert returns is None and estimator.needs_critic is False
     root_half = math.sqrt(0.5)
@@ -169,7 +170,7 @@ def test_group_relative_class():
 def test_whitened_sequence_advantages(cls):
     estimator = cls(samples_per_prompt=2, whiten=True)
     advantages, _ = estimator(TOKEN_REWARDS, None, MASK)
-    raw, _ = cls(samples_per_prompt=2)(TOKEN_REWARDS, None, MASK)
+    raw, _ = cls(samples_per_prompt=2, whiten=False)(TOKEN_REWARDS, None, MASK)
     first_tokens = advantages[:, 0]  # one value per response
     torch.testing.assert_close(first_tokens, masked_whiten(raw[:, 0], torch.ones(4, dtype=torch.bool)))
     torch.testing.assert_close(first_tokens.std(), torch.tensor(1.0))
@@ -189,21 +190,22 @@ def test_gae_class():
         estimator(TOKEN_REWARDS, None, MASK)
 
 
+GROUP_ARGUMENTS = {RLOO: {"whiten": False}, GroupRelative: {"eps": 1e-6, "scale": True}}
+
+
 @pytest.mark.parametrize("cls", [RLOO, GroupRelative])
 def test_group_classes_need_two_samples(cls):
     with pytest.raises(ValueError, match="samples_per_prompt must be >= 2"):
-        cls(samples_per_prompt=1)
+        cls(samples_per_prompt=1, **GROUP_ARGUMENTS[cls])
 
 
 @pytest.mark.parametrize(
-    "config",
-    [
-        {"_target_": "lit_rlhf.rl.advantages.GAE"},
-        {"_target_": "lit_rlhf.rl.advantages.ReinforceBaseline", "samples_per_prompt": 1},
-        {"_target_": "lit_rlhf.rl.advantages.RLOO", "samples_per_prompt": 4},
-        {"_target_": "lit_rlhf.rl.advantages.GroupRelative", "samples_per_prompt": 4},
-    ],
+    "choice, needs_critic", [("gae", True), ("reinforce", False), ("rloo", False), ("grpo", False)]
 )
-def test_estimators_instantiate_from_hydra_config(config):
-    estimator = instantiate(config)
-    assert isinstance(estimator.needs_critic, bool) and estimator.samples_per_prompt >= 1
+def test_advantage_choices_bring_their_critic_setting(tmp_path, choice, needs_critic):
+    """`advantage=rloo` alone drops the critic: no `module.critic=null` override is needed."""
+    cfg = compose_config("ppo_kl", tmp_path, [f"advantage={choice}"])
+    estimator = instantiate(cfg.advantage)
+    assert estimator.needs_critic is needs_critic and estimator.samples_per_prompt >= 1
+    assert (cfg.module.critic is not None) is needs_critic
+    assert (cfg.module.critic_optimizer is not None) is needs_critic

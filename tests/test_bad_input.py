@@ -167,7 +167,7 @@ def test_missing_model_path(tmp_path):
 def test_data_of_the_wrong_batch_type(tmp_path):
     error = user_error_of(compose_config("dpo", tmp_path, ["data=task_prompts"]))
     assert isinstance(error, ConfigError)
-    assert "DPOModule trains on PreferenceBatches but the data config produces PromptBatches" in str(error)
+    assert "DPOModule trains on PreferenceBatches but the data config produces PPOBatches" in str(error)
     assert "data=" in str(error)
     assert_nothing_written(tmp_path)
 

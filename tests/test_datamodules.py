@@ -7,13 +7,13 @@ import json
 import logging
 import math
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import torch
 from conftest import changed, compose_config, parameters_of
 
 from lit_rlhf.config import asset_path
+from lit_rlhf.data.batches import PPOBatch
 from lit_rlhf.data.collate import (
     PreferenceItem,
     PromptItem,
@@ -29,7 +29,6 @@ from lit_rlhf.data.sources import JsonlPreferenceSource
 from lit_rlhf.data.tokenization import EncodedExample, encode_prompt_responses, encode_prompts
 from lit_rlhf.errors import ConfigError, DataError
 from lit_rlhf.models.loading import load_tokenizer
-from lit_rlhf.regularizers.ptx import NoPretrainMix, PretrainMix
 from lit_rlhf.task.sources import EmbeddedPretrainCorpus, EmbeddedPrompts, EmbeddedRankings
 from lit_rlhf.train import build, fit
 
@@ -120,6 +119,10 @@ def test_encode_prompts_refuses_a_limit_below_one(max_prompt_length):
         encode_prompts(CharTokenizer(), ["abc"], max_prompt_length)
 
 
+# The loader settings every datamodule takes, and a prompt datamodule without a pretraining corpus.
+NO_CORPUS = {"pretrain_source": None, "pretrain_batch_size": 16, "pretrain_max_length": 64, "num_workers": 0}
+
+
 @pytest.mark.parametrize("key, value", [("batch_size", 0), ("batch_size", -1), ("val_batch_size", 0)])
 def test_datamodule_refuses_a_batch_size_below_one(key, value):
     sizes = {"batch_size": 2, "val_batch_size": 2, key: value}
@@ -132,6 +135,7 @@ def test_datamodule_refuses_a_batch_size_below_one(key, value):
             val_split=None,
             val_fraction=0.1,
             seed=0,
+            **NO_CORPUS,
             **sizes,
         )
 
@@ -153,6 +157,7 @@ def test_long_ppo_prompts_are_cut_and_reported_once_per_split(caplog):
         val_split="validation",
         val_fraction=0.05,
         seed=0,
+        **NO_CORPUS,
     )
     with caplog.at_level(logging.WARNING, logger="lit_rlhf"):
         datamodule.setup("validate")
@@ -251,6 +256,7 @@ def test_rankings_give_all_pairs_with_margins_from_scores(tiny_tokenizer):
         val_split="validation",
         val_fraction=0.05,
         seed=0,
+        num_workers=0,
     )
     datamodule.setup("fit")
     records = source.load("train")
@@ -300,7 +306,7 @@ def test_missing_validation_split_lists_the_available_ones(tmp_path):
     file = tmp_path / "pairs.jsonl"
     file.write_text(json.dumps({"prompt": "q", "chosen": " a", "rejected": " b"}) + "\n")
     with pytest.raises(DataError, match=r"split 'test' not found in .*pairs\.jsonl; available: train"):
-        load_train_val(JsonlPreferenceSource(str(file)), "train", "test", val_fraction=0.05, seed=0)
+        load_train_val(JsonlPreferenceSource(str(file), skip_invalid=False), "train", "test", val_fraction=0.05, seed=0)
 
 
 # ----------------------------------------------------------------------------- real files end to end
@@ -420,6 +426,7 @@ def embedded_prompts_with_corpus(tokenizer) -> PromptDataModule:
         pretrain_source=EmbeddedPretrainCorpus(seed=0),
         pretrain_batch_size=4,
         pretrain_max_length=32,
+        num_workers=0,
     )
 
 
@@ -430,16 +437,13 @@ def prompt_datamodule(tiny_tokenizer) -> PromptDataModule:
     return datamodule
 
 
-@pytest.mark.parametrize(
-    "ptx, expected_loaders", [(PretrainMix(0.5), {"prompts", "pretrain"}), (NoPretrainMix(), {"prompts"})]
-)
-def test_pretraining_corpus_is_loaded_only_for_a_module_that_mixes_it(tiny_tokenizer, ptx, expected_loaders):
-    datamodule = embedded_prompts_with_corpus(tiny_tokenizer)
-    # What Trainer.fit attaches before setup: the trainer, and through it the module being fit.
-    datamodule.trainer = SimpleNamespace(lightning_module=SimpleNamespace(ptx=ptx))
+@pytest.mark.parametrize("ptx, expected_loaders", [("mix", {"prompts", "pretrain"}), ("none", {"prompts"})])
+def test_pretraining_corpus_is_loaded_only_when_ptx_mixes_it(tmp_path, ptx, expected_loaders):
+    """regularizer/ptx=none leaves the prompt data without a corpus, by config alone."""
+    datamodule = build(compose_config("ppo_kl", tmp_path, [f"regularizer/ptx={ptx}"])).datamodule
     datamodule.setup("fit")
     assert set(datamodule.train_dataloader().iterables) == expected_loaders
-    assert (datamodule.pretrain_items is not None) == ptx.uses_pretraining_batches
+    assert (datamodule.pretrain_items is not None) == (ptx == "mix")
 
 
 def _batch_tensors(batch) -> list[torch.Tensor]:
@@ -453,11 +457,13 @@ def test_one_pretraining_batch_per_prompt_batch(prompt_datamodule):
     assert len(prompts) == len(datamodule.train_items) // 8
     assert len(pretrain) == len(prompts)
     count = 0
-    for batch, _, _ in itertools.islice(combined, 5):
-        assert batch["prompts"].input_ids.shape[0] == 8
-        assert batch["pretrain"].input_ids.shape[0] == 4
+    for raw, _, _ in itertools.islice(combined, 5):
+        batch = datamodule.on_before_batch_transfer(raw, 0)
+        assert isinstance(batch, PPOBatch)
+        assert batch.prompts.input_ids.shape[0] == 8
+        assert batch.pretrain.input_ids.shape[0] == 4
         # Prompt-less texts: every real token but the first is a target.
-        assert torch.equal(batch["pretrain"].loss_mask, batch["pretrain"].attention_mask[:, 1:].bool())
+        assert torch.equal(batch.pretrain.loss_mask, batch.pretrain.attention_mask[:, 1:].bool())
         count += 1
     assert count == 5
     assert len(combined) == len(prompts)

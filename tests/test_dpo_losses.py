@@ -3,7 +3,9 @@ import math
 import pytest
 import torch
 from hydra.utils import instantiate
+from omegaconf import OmegaConf
 
+from lit_rlhf.config import CONFIG_DIR
 from lit_rlhf.losses.dpo import (
     HingeLoss,
     IPOLoss,
@@ -76,9 +78,9 @@ def test_reference_free_ignores_reference():
 @pytest.mark.parametrize(
     "loss_fn",
     [
-        SigmoidLoss(beta=0.1),
+        SigmoidLoss(beta=0.1, label_smoothing=0.0),
         RobustLoss(beta=0.1, label_smoothing=0.2),
-        IPOLoss(beta=0.1),
+        IPOLoss(beta=0.1, average_log_probs=False),
         HingeLoss(beta=0.1),
         ReferenceFreeLoss(beta=0.1),
     ],
@@ -93,12 +95,22 @@ def test_gradients_raise_chosen_and_lower_rejected(loss_fn):
     assert (policy_chosen.grad < 0).all() and (policy_rejected.grad > 0).all()
 
 
-@pytest.mark.parametrize("cls", [SigmoidLoss, RobustLoss, IPOLoss, HingeLoss, ReferenceFreeLoss])
+# Constructor arguments of each loss (the YAML in conf/loss/dpo holds the defaults; the code repeats none).
+LOSS_ARGUMENTS = {
+    SigmoidLoss: {"beta": 0.1, "label_smoothing": 0.0},
+    RobustLoss: {"beta": 0.1, "label_smoothing": 0.1},
+    IPOLoss: {"beta": 0.1, "average_log_probs": False},
+    HingeLoss: {"beta": 0.1},
+    ReferenceFreeLoss: {"beta": 0.1},
+}
+
+
+@pytest.mark.parametrize("cls", list(LOSS_ARGUMENTS))
 def test_one_step_changes_parameters(cls):
     # trl-style smoke test: a tiny "policy" with a learnable offset per response, one SGD step.
     offsets = torch.nn.Parameter(torch.zeros(2))
     before = offsets.detach().clone()
-    loss_fn = cls(beta=0.1)
+    loss_fn = cls(**LOSS_ARGUMENTS[cls])
     reference = torch.tensor([-5.0])
     loss = loss_fn(reference + offsets[0], reference + offsets[1], reference, reference).mean()
     loss.backward()
@@ -107,10 +119,10 @@ def test_one_step_changes_parameters(cls):
 
 
 def test_class_attributes():
-    losses = (SigmoidLoss(), RobustLoss(), IPOLoss(), HingeLoss(), ReferenceFreeLoss())
-    # IPO sums log-probs by default, as the paper does, and can average them over tokens (TRL's convention).
+    losses = [cls(**arguments) for cls, arguments in LOSS_ARGUMENTS.items()]
+    # IPO can average log-probs over tokens (TRL's convention); the others always sum them.
     assert [loss.average_log_probs for loss in losses] == [False, False, False, False, False]
-    assert IPOLoss(average_log_probs=True).average_log_probs is True
+    assert IPOLoss(beta=0.1, average_log_probs=True).average_log_probs is True
     assert [cls.needs_reference for cls in (SigmoidLoss, RobustLoss, IPOLoss, HingeLoss, ReferenceFreeLoss)] == [
         True,
         True,
@@ -118,16 +130,15 @@ def test_class_attributes():
         True,
         False,
     ]
-    assert SigmoidLoss().beta == 0.1 and RobustLoss().label_smoothing == 0.1
 
 
 @pytest.mark.parametrize(
     ("make", "message"),
     [
-        (lambda: RobustLoss(label_smoothing=0.5), r"\[0, 0.5\)"),
-        (lambda: SigmoidLoss(label_smoothing=0.6), r"\[0, 0.5\]"),
-        (lambda: SigmoidLoss(label_smoothing=-0.1), r"\[0, 0.5\]"),
-        (lambda: IPOLoss(beta=0.0), "beta > 0"),
+        (lambda: RobustLoss(beta=0.1, label_smoothing=0.5), r"\[0, 0.5\)"),
+        (lambda: SigmoidLoss(beta=0.1, label_smoothing=0.6), r"\[0, 0.5\]"),
+        (lambda: SigmoidLoss(beta=0.1, label_smoothing=-0.1), r"\[0, 0.5\]"),
+        (lambda: IPOLoss(beta=0.0, average_log_probs=False), "beta > 0"),
         (lambda: dpo_robust_loss(*LOGPS, beta=0.1, label_smoothing=0.5), r"\[0, 0.5\)"),
     ],
 )
@@ -136,7 +147,8 @@ def test_invalid_hyperparameters_are_rejected(make, message):
         make()
 
 
-@pytest.mark.parametrize("name", ["SigmoidLoss", "RobustLoss", "IPOLoss", "HingeLoss", "ReferenceFreeLoss"])
-def test_losses_instantiate_from_hydra_config(name):
-    loss_fn = instantiate({"_target_": f"lit_rlhf.losses.dpo.{name}", "beta": 0.2})
-    assert loss_fn.beta == 0.2
+@pytest.mark.parametrize("path", sorted((CONFIG_DIR / "loss" / "dpo").glob("*.yaml")), ids=lambda path: path.stem)
+def test_every_loss_config_instantiates(path):
+    written = OmegaConf.load(path)
+    loss_fn = instantiate(written)
+    assert loss_fn.beta == written.beta

@@ -107,7 +107,7 @@ def test_margin_class_scales_margin():
 @pytest.mark.parametrize("margin", [None, torch.tensor([1.0, float("nan")])])
 def test_margin_class_needs_every_margin(margin):
     with pytest.raises(ValueError, match="margin loss needs a margin for every pair"):
-        MarginLoss()(torch.zeros(2), torch.zeros(2), margin)
+        MarginLoss(scale=1.0)(torch.zeros(2), torch.zeros(2), margin)
 
 
 def test_losses_instantiate_from_hydra_config():

@@ -57,14 +57,14 @@ def write_csv_run(run_dir: Path, lines: list[str], overrides: list[str]) -> None
 def test_load_runs_finds_every_run_of_a_sweep_with_its_overrides(tmp_path):
     for job, coef in enumerate(("0.01", "0.1")):
         lines = ["step,train/kl,train/reward,val/kl", "0,1.0,0.5,", "1,2.0,0.7,", f"1,,,{3.0 + job}"]
-        write_csv_run(tmp_path / str(job), lines, ["+experiment=ppo_kl", f"regularizer.kl.controller.coef={coef}"])
+        write_csv_run(tmp_path / str(job), lines, ["+experiment=ppo_kl", f"regularizer.kl.coef={coef}"])
     runs = load_runs([tmp_path])
     assert [run.source for run in runs] == ["csv", "csv"]
     assert runs[0].series("train/kl") == ([0.0, 1.0], [1.0, 2.0])
     assert runs[1].last("val/kl") == 4.0 and runs[0].last("missing") is None
     assert varying_overrides([run.overrides for run in runs]) == [
-        ["regularizer.kl.controller.coef=0.01"],
-        ["regularizer.kl.controller.coef=0.1"],
+        ["regularizer.kl.coef=0.01"],
+        ["regularizer.kl.coef=0.1"],
     ]
 
 

@@ -84,7 +84,7 @@ def assistant(text: str) -> dict:
 
 def test_jsonl_with_and_without_margin(tmp_path):
     path = write_lines(tmp_path / "prefs.jsonl", [pair(margin=1.5), pair("P:", " a", " b"), pair(margin=0)])
-    records = JsonlPreferenceSource(str(path)).load("train")
+    records = JsonlPreferenceSource(str(path), skip_invalid=False).load("train")
     assert records == [
         PreferenceRecord("Q:", " yes", " no", 1.5),
         PreferenceRecord("P:", " a", " b", None),
@@ -95,7 +95,7 @@ def test_jsonl_with_and_without_margin(tmp_path):
 def test_hh_rlhf_splits_at_the_last_assistant_turn(tmp_path):
     history = "\n\nHuman: What is 2+2?\n\nAssistant: 4.\n\nHuman: And times 3?\n\nAssistant:"
     path = write_lines(tmp_path / "hh.jsonl", [hh(history, " 12.", " 7, I think.")])
-    [record] = HHRLHFSource(str(path)).load("train")
+    [record] = HHRLHFSource(str(path), skip_invalid=False).load("train")
     assert record.prompt == history  # earlier turns stay in the prompt
     assert record.prompt.endswith("\n\nAssistant:")
     assert record.chosen == " 12." and record.rejected == " 7, I think."
@@ -105,7 +105,7 @@ def test_hh_rlhf_splits_at_the_last_assistant_turn(tmp_path):
 def test_folder_with_train_and_test_files_gives_both_splits(tmp_path):
     write_lines(tmp_path / "data" / "train.jsonl", [pair(), pair()])
     write_lines(tmp_path / "data" / "test.jsonl", [pair("T:")])
-    source = JsonlPreferenceSource(str(tmp_path / "data"))
+    source = JsonlPreferenceSource(str(tmp_path / "data"), skip_invalid=False)
     assert sorted(source.splits()) == ["test", "train"]
     assert len(source.load("train")) == 2
     assert [record.prompt for record in source.load("test")] == ["T:"]
@@ -113,7 +113,7 @@ def test_folder_with_train_and_test_files_gives_both_splits(tmp_path):
 
 def test_jsonl_gz_file(tmp_path):
     path = write_lines(tmp_path / "hh.jsonl.gz", [hh(), hh(chosen=" Hey.")])
-    source = HHRLHFSource(str(path))
+    source = HHRLHFSource(str(path), skip_invalid=False)
     assert source.splits() == ["train"]
     assert [record.chosen for record in source.load("train")] == [" Hello!", " Hey."]
 
@@ -121,13 +121,16 @@ def test_jsonl_gz_file(tmp_path):
 def test_json_array_file(tmp_path):
     path = tmp_path / "prefs.json"
     path.write_text(json.dumps([pair(), pair("P:")]))
-    assert [record.prompt for record in JsonlPreferenceSource(str(path)).load("train")] == ["Q:", "P:"]
+    assert [record.prompt for record in JsonlPreferenceSource(str(path), skip_invalid=False).load("train")] == [
+        "Q:",
+        "P:",
+    ]
 
 
 def test_chat_messages_with_explicit_prompt(tmp_path):
     row = {"prompt": [user("Hi")], "chosen": [assistant("Hello!")], "rejected": [assistant("Bye.")], "margin": 2}
     path = write_lines(tmp_path / "chat.jsonl", [row])
-    [record] = JsonlPreferenceSource(str(path), tokenizer=tiny_chat_tokenizer()).load("train")
+    [record] = JsonlPreferenceSource(str(path), skip_invalid=False, tokenizer=tiny_chat_tokenizer()).load("train")
     # prompt = render([user], add_generation_prompt=True); response = the rest of the full render, minus "</s>"
     assert record == PreferenceRecord("<|user|>Hi</s><|assistant|>", "Hello!", "Bye.", 2.0)
 
@@ -136,7 +139,7 @@ def test_chat_messages_with_implicit_prompt_keep_earlier_turns(tmp_path):
     history = [user("Hi"), assistant("Hello."), user("Joke?")]
     row = {"chosen": [*history, assistant("Knock knock.")], "rejected": [*history, assistant("No.")]}
     path = write_lines(tmp_path / "chat.jsonl", [row])
-    [record] = JsonlPreferenceSource(str(path), tokenizer=tiny_chat_tokenizer()).load("train")
+    [record] = JsonlPreferenceSource(str(path), skip_invalid=False, tokenizer=tiny_chat_tokenizer()).load("train")
     assert record.prompt == "<|user|>Hi</s><|assistant|>Hello.</s><|user|>Joke?</s><|assistant|>"
     assert (record.chosen, record.rejected) == ("Knock knock.", "No.")
 
@@ -146,7 +149,7 @@ def test_rows_datasets_cannot_read_are_recovered_quietly(tmp_path, capfd):
     # between them, makes datasets' JSON reader fail on valid data.
     chat = {"chosen": [user("Hi"), assistant("a")], "rejected": [user("Hi"), assistant("b")]}
     path = write_lines(tmp_path / "mixed.jsonl", [pair(), "", chat])
-    records = JsonlPreferenceSource(str(path), tokenizer=tiny_chat_tokenizer()).load("train")
+    records = JsonlPreferenceSource(str(path), skip_invalid=False, tokenizer=tiny_chat_tokenizer()).load("train")
     assert [record.chosen for record in records] == [" yes", "a"]
     assert "Failed to load JSON" not in capfd.readouterr().err
 
@@ -172,7 +175,7 @@ BAD_PAIRS = {
 def test_bad_jsonl_record_names_file_and_line(tmp_path, bad_line, message):
     path = write_lines(tmp_path / "prefs.jsonl", [*GOOD_PAIRS, "   ", bad_line, pair()])
     with pytest.raises(DataError) as error:
-        JsonlPreferenceSource(str(path)).load("train")
+        JsonlPreferenceSource(str(path), skip_invalid=False).load("train")
     assert str(error.value).startswith(f"{path}:5: ")
     assert message in str(error.value)
 
@@ -192,7 +195,7 @@ BAD_DIALOGUES = {
 def test_bad_hh_record_names_file_and_line(tmp_path, bad_line, message):
     path = write_lines(tmp_path / "hh.jsonl", [hh(), "", bad_line])
     with pytest.raises(DataError) as error:
-        HHRLHFSource(str(path)).load("train")
+        HHRLHFSource(str(path), skip_invalid=False).load("train")
     assert str(error.value).startswith(f"{path}:3: ")
     assert message in str(error.value)
 
@@ -203,14 +206,14 @@ def test_bad_line_in_second_file_of_a_split_is_located_there(tmp_path):
     second = write_lines(folder / "train-00001-of-00002.jsonl", ["", pair(), pair(chosen="")])
     write_lines(folder / "test.jsonl", [pair()])
     with pytest.raises(DataError, match="chosen response is empty") as error:
-        JsonlPreferenceSource(str(folder)).load("train")
+        JsonlPreferenceSource(str(folder), skip_invalid=False).load("train")
     assert str(error.value).startswith(f"{second}:3: ")
 
 
 def test_malformed_json_in_test_file_of_a_folder(tmp_path):
     write_lines(tmp_path / "data" / "train.jsonl", [pair()])
     test = write_lines(tmp_path / "data" / "test.jsonl", [pair(), "{oops"])
-    source = JsonlPreferenceSource(str(tmp_path / "data"))
+    source = JsonlPreferenceSource(str(tmp_path / "data"), skip_invalid=False)
     assert len(source.load("train")) == 1
     with pytest.raises(DataError, match="not valid JSON") as error:
         source.load("test")
@@ -220,14 +223,14 @@ def test_malformed_json_in_test_file_of_a_folder(tmp_path):
 def test_bad_line_in_gz_file(tmp_path):
     path = write_lines(tmp_path / "hh.jsonl.gz", [hh(), "", "", hh(chosen=" ")])
     with pytest.raises(DataError, match="chosen response is empty") as error:
-        HHRLHFSource(str(path)).load("train")
+        HHRLHFSource(str(path), skip_invalid=False).load("train")
     assert str(error.value).startswith(f"{path}:4: ")
 
 
 def test_empty_file_is_an_error(tmp_path):
     path = write_lines(tmp_path / "prefs.jsonl", ["", "  "])
     with pytest.raises(DataError, match="no records") as error:
-        JsonlPreferenceSource(str(path)).load("train")
+        JsonlPreferenceSource(str(path), skip_invalid=False).load("train")
     assert str(path) in str(error.value)
 
 
@@ -241,7 +244,7 @@ def test_chat_rows_without_a_tokenizer_are_an_error(tmp_path):
     )
     for source in (
         JsonlPreferenceSource(str(path), skip_invalid=True),
-        JsonlPreferenceSource(str(path), tokenizer=tiny_chat_tokenizer(template=None)),
+        JsonlPreferenceSource(str(path), skip_invalid=False, tokenizer=tiny_chat_tokenizer(template=None)),
     ):
         with pytest.raises(DataError, match="chat.template") as error:
             source.load("train")
@@ -252,7 +255,9 @@ def test_template_whose_full_render_does_not_start_with_the_prompt(tmp_path):
     row = {"prompt": [user("Hi")], "chosen": [assistant("a")], "rejected": [assistant("b")]}
     path = write_lines(tmp_path / "chat.jsonl", [row])
     with pytest.raises(DataError, match="does not start with") as error:
-        JsonlPreferenceSource(str(path), tokenizer=tiny_chat_tokenizer(MISMATCHED_TEMPLATE)).load("train")
+        JsonlPreferenceSource(str(path), skip_invalid=False, tokenizer=tiny_chat_tokenizer(MISMATCHED_TEMPLATE)).load(
+            "train"
+        )
     assert str(error.value).startswith(f"{path}:1: ")
 
 
@@ -260,7 +265,7 @@ def test_implicit_prompts_must_agree(tmp_path):
     row = {"chosen": [user("Hi"), assistant("a")], "rejected": [user("Hey"), assistant("b")]}
     path = write_lines(tmp_path / "chat.jsonl", [row])
     with pytest.raises(DataError, match=f"{path}:1: chosen and rejected conversations differ"):
-        JsonlPreferenceSource(str(path), tokenizer=tiny_chat_tokenizer()).load("train")
+        JsonlPreferenceSource(str(path), skip_invalid=False, tokenizer=tiny_chat_tokenizer()).load("train")
 
 
 # ----------------------------------------------------------------------------- skip_invalid
@@ -302,7 +307,7 @@ def no_load_dataset(monkeypatch):
 @pytest.mark.parametrize("path", ["missing.jsonl", "./org/name", "~/nowhere/x.jsonl", "/nowhere/x.jsonl"])
 def test_missing_file_never_calls_datasets(tmp_path, monkeypatch, no_load_dataset, path):
     monkeypatch.chdir(tmp_path)
-    source = JsonlPreferenceSource(path)  # building a source does no I/O
+    source = JsonlPreferenceSource(path, skip_invalid=False)  # building a source does no I/O
     for read in (source.splits, lambda: source.load("train")):
         with pytest.raises(DataError, match="^data file not found: /"):
             read()
@@ -318,12 +323,12 @@ def test_hub_name_goes_to_load_dataset_and_failure_mentions_offline(tmp_path, mo
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(datasets, "load_dataset", unreachable_hub)
     with pytest.raises(DataError, match="Hugging Face Hub.*offline runs need"):
-        HHRLHFSource("Anthropic/hh-rlhf").load("train")
+        HHRLHFSource("Anthropic/hh-rlhf", skip_invalid=False).load("train")
     assert calls == [("Anthropic/hh-rlhf",)]
 
 
 def test_unknown_split_lists_the_available_ones(tmp_path):
     path = write_lines(tmp_path / "prefs.jsonl", [pair()])
     with pytest.raises(DataError) as error:
-        JsonlPreferenceSource(str(path)).load("test")
+        JsonlPreferenceSource(str(path), skip_invalid=False).load("test")
     assert str(error.value) == f"split 'test' not found in {path}; available: train"

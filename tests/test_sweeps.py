@@ -28,7 +28,7 @@ def sweep_dir_of(root: Path, task: str) -> Path:
 
 def test_kl_sweep_gives_one_grouped_wandb_run_per_job_and_plots_the_frontier(tmp_path):
     wandb_fast = [arg for arg in CLI_FAST if arg != "logger=csv"]  # the default logger: W&B (offline) + CSV
-    args = ["-m", "+experiment=ppo_kl", *wandb_fast, f"regularizer.kl.controller.coef={','.join(KL_COEFS)}"]
+    args = ["-m", "+experiment=ppo_kl", *wandb_fast, f"regularizer.kl.coef={','.join(KL_COEFS)}"]
     result = cli(args, cwd=tmp_path, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     sweep = sweep_dir_of(tmp_path, "ppo_kl")
@@ -38,7 +38,7 @@ def test_kl_sweep_gives_one_grouped_wandb_run_per_job_and_plots_the_frontier(tmp
     assert len({run.group for run in runs}) == 1 and runs[0].group.startswith("ppo_kl-")
     assert [run.name for run in runs] == ["ppo_kl-0", "ppo_kl-1", "ppo_kl-2"]
     for run, coef in zip(runs, KL_COEFS):
-        assert run.config["regularizer"]["kl"]["controller"]["coef"] == float(coef)  # the resolved config
+        assert run.config["regularizer"]["kl"]["coef"] == float(coef)  # the resolved config
         logged = set().union(*run.history)
         assert {"train/kl", "train/reward", "val/gold_reward"} <= logged, sorted(logged)
 
@@ -50,7 +50,7 @@ def test_kl_sweep_gives_one_grouped_wandb_run_per_job_and_plots_the_frontier(tmp
     assert (sweep / "frontier.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (sweep / "curves.png").stat().st_size > 0
     [one] = load_runs([next((sweep / "1" / "wandb").glob("offline-run-*"))])
-    assert one.source == "wandb" and f"regularizer.kl.controller.coef={KL_COEFS[1]}" in one.overrides
+    assert one.source == "wandb" and f"regularizer.kl.coef={KL_COEFS[1]}" in one.overrides
     points = plot.frontier_points(load_runs([sweep], "wandb"))
     assert sorted(point.label for point in points) == [f"coef={c}" for c in KL_COEFS]
     assert all(point.proxy is not None and point.gold is not None for point in points)

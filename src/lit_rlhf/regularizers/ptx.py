@@ -19,8 +19,6 @@ class PretrainMix:
         coef: gamma.
     """
 
-    uses_pretraining_batches = True
-
     def __init__(self, coef: float):
         if coef < 0:
             raise ConfigError(f"regularizer.ptx.coef must be >= 0, got {coef}")
@@ -37,9 +35,7 @@ class PretrainMix:
 
 
 class NoPretrainMix:
-    """No pretraining term (the policy is not even run on the corpus, nor is it loaded)."""
-
-    uses_pretraining_batches = False
+    """No pretraining term (the policy is not run on a corpus, and with ptx=none the data loads none)."""
 
     def loss_term(self, policy, batch: SFTBatch | None) -> RegularizerTerm:
         return RegularizerTerm.zero(next(policy.parameters()))

@@ -182,6 +182,7 @@ def run_cli(tmp_path: Path, overrides: list[str]) -> subprocess.CompletedProcess
     return subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_cli_unknown_choice_lists_the_options(tmp_path):
     result = run_cli(tmp_path, ["+experiment=rm_tiny", "regularizer/kl=bogus"])
     assert result.returncode != 0
@@ -193,6 +194,7 @@ def test_cli_unknown_choice_lists_the_options(tmp_path):
 
 
 @pytest.mark.parametrize("problem", ["missing file", "malformed line"])
+@pytest.mark.slow
 def test_cli_bad_data_prints_one_error_line(tmp_path, problem):
     file = tmp_path / "pairs.jsonl"
     if problem == "malformed line":

@@ -20,12 +20,24 @@ SEARCHES = sorted(p.stem for p in (CONFIG_DIR / "hparams_search").glob("*.yaml")
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
-def test_every_experiment_composes(experiment):
+def test_every_experiment_composes_and_instantiates(experiment, tmp_path):
+    """Every object the experiment names is built: a wrong target or argument fails here, not at a user's run."""
     with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
-        cfg = compose("train", overrides=[f"+experiment={experiment}"])
+        cfg = compose("train", overrides=[f"+experiment={experiment}", f"paths.output_dir={tmp_path}"])
     assert cfg.task_name == experiment
-    assert cfg.module._target_.startswith("lit_rlhf.modules.")
-    assert cfg.data._target_.startswith("lit_rlhf.data.datamodules.")
+    run = build(cfg)
+    assert type(run.module).__module__.startswith("lit_rlhf.modules.")
+    assert type(run.datamodule).__module__ == "lit_rlhf.data.datamodules"
+    assert run.module.batch_type is run.datamodule.batch_type
+
+
+@pytest.mark.slow
+def test_a_multirun_over_every_experiment(tmp_path):
+    """`glob(*)` expands to every experiment, and each one trains and exports on the command line."""
+    result = cli(["-m", "+experiment=glob(*)", *CLI_FAST], cwd=tmp_path, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    exported = sorted(path.parts[-6] for path in tmp_path.glob("outputs/*/multiruns/*/*/export/config.json"))
+    assert exported == EXPERIMENTS
 
 
 def test_every_experiment_has_an_end_to_end_run():
@@ -52,6 +64,7 @@ def test_every_search_composes_and_searches_existing_keys(search):
     assert not missing, f"{search} searches keys the config does not have: {missing}"
 
 
+@pytest.mark.slow
 def test_multirun_over_experiments_from_another_directory(tmp_path):
     result = cli(["-m", "+experiment=rm_tiny,dpo", *CLI_FAST], cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -12,12 +12,12 @@ from lit_rlhf.losses.dpo import (
     ReferenceFreeLoss,
     RobustLoss,
     SigmoidLoss,
-    chosen_nll,
     dpo_robust_loss,
     dpo_sigmoid_loss,
     hinge_loss,
     ipo_loss,
 )
+from lit_rlhf.regularizers.nll import chosen_nll
 
 # π_c = -1, π_r = -3, ref_c = ref_r = -2  ->  h = (-1 + 2) - (-3 + 2) = 2
 LOGPS = (torch.tensor([-1.0]), torch.tensor([-3.0]), torch.tensor([-2.0]), torch.tensor([-2.0]))

@@ -225,6 +225,7 @@ SMALL = dict(
 )
 
 
+@pytest.mark.slow
 def test_datasets_and_tokenizer_are_deterministic_across_processes():
     # Another process has another hash seed: catches any dependence on set/dict order or hash().
     code = (

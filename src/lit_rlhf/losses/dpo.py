@@ -159,22 +159,6 @@ def hinge_loss(
     return torch.relu(1.0 - beta * margin)
 
 
-def chosen_nll(chosen_logps_sum: Tensor, chosen_lengths: Tensor) -> Tensor:
-    """-log π(y_w) / |y_w|: length-normalised NLL of the chosen response, added to DPO as α·NLL.
-
-    Pang et al. 2024, "Iterative Reasoning Preference Optimization" (DPO+NLL):
-    keeps the chosen likelihood from falling while the margin grows.
-
-    Args:
-        chosen_logps_sum: (B,) summed log π of the chosen response tokens.
-        chosen_lengths: (B,) number of those tokens (≥ 1).
-
-    Returns:
-        (B,).
-    """
-    return -chosen_logps_sum / chosen_lengths.to(chosen_logps_sum.dtype)
-
-
 class SigmoidLoss:
     """DPO, optionally conservative (Rafailov et al. 2023, "Direct Preference Optimization"; Mitchell 2023).
 

@@ -3,10 +3,26 @@
 from __future__ import annotations
 
 import torch
+from torch import Tensor
 
 from lit_rlhf.errors import ConfigError
-from lit_rlhf.losses.dpo import chosen_nll
 from lit_rlhf.regularizers.term import RegularizerTerm
+
+
+def chosen_nll(chosen_logps_sum: Tensor, chosen_lengths: Tensor) -> Tensor:
+    """-log π(y_w) / |y_w|: length-normalised NLL of the chosen response, added to DPO as α·NLL.
+
+    Pang et al. 2024, "Iterative Reasoning Preference Optimization" (DPO+NLL):
+    keeps the chosen likelihood from falling while the margin grows.
+
+    Args:
+        chosen_logps_sum: (B,) summed log π of the chosen response tokens.
+        chosen_lengths: (B,) number of those tokens (≥ 1).
+
+    Returns:
+        (B,).
+    """
+    return -chosen_logps_sum / chosen_lengths.to(chosen_logps_sum.dtype)
 
 
 class ChosenNLL:

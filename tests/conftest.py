@@ -74,6 +74,21 @@ def logged_names(output_dir: Path) -> set[str]:
     return {name for row in read_metrics(output_dir) for name in row}
 
 
+def generation_of(prompt_ids, prompt_mask, response_ids, stop_token_ids):
+    """A `Generation` of chosen response ids after the prompts, masked after each row's first stop token."""
+    from lit_rlhf.ops.generation import Generation
+    from lit_rlhf.ops.masking import response_mask
+
+    mask, has_stop = response_mask(response_ids, stop_token_ids)
+    return Generation(
+        sequences=torch.cat([prompt_ids, response_ids], dim=1),
+        attention_mask=torch.cat([prompt_mask.bool(), mask], dim=1).long(),
+        response_ids=response_ids,
+        response_mask=mask,
+        has_stop=has_stop,
+    )
+
+
 def parameters_of(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {name: p.detach().clone() for name, p in model.named_parameters()}
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import compose_config
+from conftest import compose_config, generation_of
 
 import lit_rlhf.modules.ppo as ppo_module
 from lit_rlhf.data.batches import PromptBatch
 from lit_rlhf.ops.forward import last_token_rewards
 from lit_rlhf.ops.generation import Generation
-from lit_rlhf.ops.masking import masked_sum, response_mask
+from lit_rlhf.ops.masking import masked_sum
 from lit_rlhf.regularizers.kl.estimators import kl_k1
 from lit_rlhf.train import build
 
@@ -26,14 +26,7 @@ def controlled_generation(module, prompt_ids, prompt_mask, responses: list[list[
     response_ids = torch.full((len(responses), width), filler, dtype=torch.long)
     for row, tokens in enumerate(responses):
         response_ids[row, : len(tokens)] = torch.tensor(tokens)
-    mask, has_stop = response_mask(response_ids, module.stop_token_ids)
-    return Generation(
-        sequences=torch.cat([prompt_ids, response_ids], dim=1),
-        attention_mask=torch.cat([prompt_mask.bool(), mask], dim=1).long(),
-        response_ids=response_ids,
-        response_mask=mask,
-        has_stop=has_stop,
-    )
+    return generation_of(prompt_ids, prompt_mask, response_ids, module.stop_token_ids)
 
 
 def rollout_with(module, monkeypatch, batch: PromptBatch, responses, filler):

@@ -109,3 +109,21 @@ def seeded_samples(
     with seeded_rng(seed, prompt_ids.device):
         generation = generate(policy, prompt_ids, prompt_mask, sampling, stop_token_ids, tokenizer.pad_token_id)
     return generation, decode_responses(tokenizer, generation)
+
+
+def gold_of_samples(
+    policy: nn.Module,
+    tokenizer,
+    sampling: SamplingConfig,
+    gold_reward,
+    prompt_ids: torch.Tensor,
+    prompt_mask: torch.Tensor,
+    prompts: Sequence[str],
+    seed: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The gold reward (B,) and length (B,) of seeded validation samples, for `val/gold_reward`."""
+    generation, responses = seeded_samples(
+        policy, tokenizer, prompt_ids, prompt_mask, sampling, [tokenizer.eos_token_id], seed
+    )
+    gold = gold_reward(prompts, responses).to(prompt_ids.device, torch.float32)
+    return gold, generation.response_mask.sum(-1).float()

@@ -21,9 +21,9 @@ from lit_rlhf.modules.common import (
     disable_dropout,
     finite_or_skip,
     freeze,
+    gold_of_samples,
     log_learning_rate,
     log_updated_metrics,
-    seeded_samples,
 )
 from lit_rlhf.ops.forward import sequence_token_logprobs
 from lit_rlhf.ops.generation import SamplingConfig
@@ -162,18 +162,18 @@ class DPOModule(L.LightningModule):
         for name in PAIR_METRICS:
             values[name].update(metrics[name], weight=pairs)
         if self.gold_reward is not None and batch_idx < self.val_sample_batches:
-            generation, responses = seeded_samples(
+            gold, lengths = gold_of_samples(
                 self.policy,
                 self.tokenizer,
+                self.sampling,
+                self.gold_reward,
                 batch.prompt_input_ids,
                 batch.prompt_attention_mask,
-                self.sampling,
-                [self.tokenizer.eos_token_id],
+                batch.group_prompts,
                 self.seed + batch_idx,
             )
-            gold = self.gold_reward(batch.group_prompts, responses)
-            values["gold_reward"].update(gold.to(self.device, torch.float32))
-            values["response_length"].update(generation.response_mask.sum(-1).float())
+            values["gold_reward"].update(gold)
+            values["response_length"].update(lengths)
         log_updated_metrics(self, values, "val", prog_bar=("reward_accuracy", "gold_reward"))
 
     def configure_optimizers(self):

@@ -10,9 +10,9 @@ from lit_rlhf.data.batches import SFTBatch
 from lit_rlhf.modules.common import (
     configure_optimizer,
     finite_or_skip,
+    gold_of_samples,
     log_learning_rate,
     log_updated_metrics,
-    seeded_samples,
 )
 from lit_rlhf.ops.forward import sequence_token_logprobs
 from lit_rlhf.ops.generation import SamplingConfig
@@ -73,17 +73,18 @@ class SFTModule(L.LightningModule):
         metrics = self.val_metrics
         metrics["loss"].update(self.response_nll(batch), weight=len(batch.prompts))
         if self.gold_reward is not None and batch_idx < self.val_sample_batches:
-            generation, responses = seeded_samples(
+            gold, lengths = gold_of_samples(
                 self.policy,
                 self.tokenizer,
+                self.sampling,
+                self.gold_reward,
                 batch.prompt_input_ids,
                 batch.prompt_attention_mask,
-                self.sampling,
-                [self.tokenizer.eos_token_id],
+                batch.prompts,
                 self.seed + batch_idx,
             )
-            metrics["gold_reward"].update(self.gold_reward(batch.prompts, responses).to(self.device, torch.float32))
-            metrics["response_length"].update(generation.response_mask.sum(-1).float())
+            metrics["gold_reward"].update(gold)
+            metrics["response_length"].update(lengths)
         log_updated_metrics(self, metrics, "val", prog_bar=("loss", "gold_reward"))
 
     def configure_optimizers(self):

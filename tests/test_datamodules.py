@@ -27,7 +27,7 @@ from lit_rlhf.data.datamodules import PreferenceDataModule, PromptDataModule, lo
 from lit_rlhf.data.records import PromptRecord
 from lit_rlhf.data.sources import JsonlPreferenceSource
 from lit_rlhf.data.tokenization import EncodedExample, encode_prompt_responses, encode_prompts
-from lit_rlhf.errors import ConfigError, DataError
+from lit_rlhf.errors import ConfigError
 from lit_rlhf.models.loading import load_tokenizer
 from lit_rlhf.task.sources import EmbeddedPretrainCorpus, EmbeddedPrompts, EmbeddedRankings
 from lit_rlhf.train import build, fit
@@ -302,11 +302,19 @@ def test_hold_out_needs_a_fraction_in_0_1(fraction):
         load_train_val(ListSource({"train": [1, 2]}), "train", None, fraction, seed=0)
 
 
-def test_missing_validation_split_lists_the_available_ones(tmp_path):
+def test_a_missing_validation_split_is_held_out_and_said_once(tmp_path, caplog):
+    """One HH-RLHF-style file has only a train split: data.val_fraction of it becomes the validation set."""
     file = tmp_path / "pairs.jsonl"
-    file.write_text(json.dumps({"prompt": "q", "chosen": " a", "rejected": " b"}) + "\n")
-    with pytest.raises(DataError, match=r"split 'test' not found in .*pairs\.jsonl; available: train"):
-        load_train_val(JsonlPreferenceSource(str(file), skip_invalid=False), "train", "test", val_fraction=0.05, seed=0)
+    rows = [{"prompt": f"q{i}", "chosen": " a", "rejected": " b"} for i in range(20)]
+    file.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    source = JsonlPreferenceSource(str(file), skip_invalid=False)
+    with caplog.at_level(logging.WARNING, logger="lit_rlhf"):
+        train, val = load_train_val(source, "train", "test", val_fraction=0.2, seed=0)
+    assert len(train) == 16 and len(val) == 4
+    notices = [r.getMessage() for r in caplog.records if "split" in r.getMessage()]
+    assert notices == [
+        "the data has no 'test' split (it has: train); holding out data.val_fraction=0.2 of 'train' for validation"
+    ]
 
 
 # ----------------------------------------------------------------------------- real files end to end
@@ -357,7 +365,8 @@ def hh_rows() -> list[dict]:
 
 def test_reward_model_trains_on_hh_rlhf_dialogues(tmp_path):
     file = write_jsonl(tmp_path / "hh.jsonl", hh_rows())
-    run = build(compose_config("rm_tiny", tmp_path, ["data=hh_rlhf", f"data.path={file}", "data.val_split=null", *E2E]))
+    # One file, no `test` split: the configured split is missing, so data.val_fraction is held out.
+    run = build(compose_config("rm_tiny", tmp_path, ["data=hh_rlhf", f"data.path={file}", *E2E]))
     before = parameters_of(run.module.model)
     fit(run)
     assert changed(before, run.module.model)

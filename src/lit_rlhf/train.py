@@ -20,11 +20,13 @@ from hydra.types import RunMode  # noqa: E402
 from hydra.utils import instantiate  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
+from lit_rlhf.callbacks.run_length import RunLength  # noqa: E402
 from lit_rlhf.config import CONFIG_DIR, check_compatible, loggable_config, register_resolvers  # noqa: E402
-from lit_rlhf.errors import ConfigError, UserError  # noqa: E402
+from lit_rlhf.errors import UserError  # noqa: E402
 from lit_rlhf.loggers import close_loggers  # noqa: E402
 
 register_resolvers()
+log = logging.getLogger("lit_rlhf")
 
 
 class _DropLightningTips(logging.Filter):
@@ -52,6 +54,7 @@ class Run:
     module: L.LightningModule
     datamodule: L.LightningDataModule
     loggers: list
+    run_length: RunLength
 
 
 def build(cfg: DictConfig) -> Run:
@@ -64,12 +67,47 @@ def build(cfg: DictConfig) -> Run:
     check_compatible(module, datamodule)
     callbacks = [instantiate(node) for node in (cfg.callbacks or {}).values()]
     loggers = [instantiate(node) for node in (cfg.logger or {}).values()]
-    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
-    return Run(cfg, trainer, module, datamodule, loggers)
+    length_overrides, run_length = run_length_settings(cfg.trainer, module, datamodule)
+    trainer = instantiate(cfg.trainer, callbacks=[*callbacks, run_length], logger=loggers or False, **length_overrides)
+    return Run(cfg, trainer, module, datamodule, loggers, run_length)
+
+
+def run_length_settings(trainer_cfg: DictConfig, module, datamodule) -> tuple[dict, RunLength]:
+    """Trainer arguments that make `trainer.max_steps` count batches and keep the validation interval in range."""
+    overrides, max_batches = {}, None
+    if not module.automatic_optimization and trainer_cfg.max_steps > 0:
+        # Lightning's global_step counts every optimizer step of a manually optimised module (PPO: several per
+        # batch); RunLength stops after max_steps training batches instead.
+        overrides["max_steps"], max_batches = -1, trainer_cfg.max_steps
+    interval = trainer_cfg.val_check_interval
+    if isinstance(interval, int) and not isinstance(interval, bool):
+        batches = training_batches_per_epoch(trainer_cfg.limit_train_batches, datamodule)
+        if interval > batches:
+            log.warning(
+                "trainer.val_check_interval=%d is more than the %d training batches of an epoch; validating every %d",
+                interval,
+                batches,
+                batches,
+            )
+            overrides["val_check_interval"] = batches
+    return overrides, RunLength(max_batches)
+
+
+def training_batches_per_epoch(limit_train_batches: int | float | None, datamodule) -> int:
+    """What Lightning will run per epoch: the training loader's length, cut by `trainer.limit_train_batches`."""
+    datamodule.setup("fit")
+    loader = datamodule.train_dataloader()
+    iter(loader)  # a CombinedLoader (PPO) knows its length only once iterated; nothing is drawn from it
+    batches = len(loader)
+    if limit_train_batches is None:
+        return batches
+    if isinstance(limit_train_batches, float):
+        return max(1, int(batches * limit_train_batches))
+    return min(batches, limit_train_batches)
 
 
 def fit(run: Run) -> dict[str, float]:
-    """Validate once (the step-0 baseline), train, and return the final logged metrics."""
+    """Validate once (the step-0 baseline), train, validate at the end, and return the final logged metrics."""
     cfg, trainer = run.cfg, run.trainer
     for logger in run.loggers:
         logger.log_hyperparams(loggable_config(cfg))
@@ -77,6 +115,9 @@ def fit(run: Run) -> dict[str, float]:
         trainer.validate(run.module, datamodule=run.datamodule, verbose=False)
     try:
         trainer.fit(run.module, datamodule=run.datamodule, ckpt_path=cfg.ckpt_path)
+        # Every run ends on a validation, so its val/ metrics (and a search's objective) describe the final weights.
+        if cfg.validate_after_fit and run.run_length.needs_final_validation(trainer):
+            trainer.validate(run.module, datamodule=run.datamodule, verbose=False)
     except BaseException:
         close_loggers(run.loggers, "failed")
         raise
@@ -96,11 +137,22 @@ def find_user_error(error: BaseException) -> UserError | None:
 
 
 def optimized_value(cfg: DictConfig, metrics: dict[str, float]) -> float | None:
-    """The value a search optimizes and a sweep's summary reports, if the config names one."""
+    """The value a search optimizes and a sweep's summary reports, if the config names one.
+
+    A metric that was not logged (e.g. the embedded task's gold reward on other data) is a warning, not a
+    failure: the run finished. The value is then None, which a search records as a failed trial.
+    """
     if cfg.optimized_metric is None:
         return None
     if cfg.optimized_metric not in metrics:
-        raise ConfigError(f"optimized_metric '{cfg.optimized_metric}' was not logged; logged: {sorted(metrics)}")
+        logged = ", ".join(sorted(name for name in metrics if name.startswith("val/"))) or "none"
+        log.warning(
+            "optimized_metric '%s' was not logged, so this run reports no value (val/ metrics logged: %s); "
+            "set optimized_metric=<one of them> for sweeps and searches",
+            cfg.optimized_metric,
+            logged,
+        )
+        return None
     return metrics[cfg.optimized_metric]
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import logging
 import random
 from typing import Callable, Sequence
 
@@ -36,18 +37,33 @@ from lit_rlhf.data.records import PreferenceRecord, RankedRecord, SFTRecord
 from lit_rlhf.data.tokenization import encode_prompt_responses, encode_prompts, report_truncation
 from lit_rlhf.errors import ConfigError, DataError
 
+log = logging.getLogger("lit_rlhf")
+
 GoldReward = Callable[[Sequence[str], Sequence[str]], torch.Tensor]
 
 
 def load_train_val(
     source, train_split: str, val_split: str | None, val_fraction: float, seed: int
 ) -> tuple[list, list]:
-    """Records of the training split and of a validation split, or a seeded hold-out of `val_fraction`."""
+    """Records of the training split and of a validation split, or a seeded hold-out of `val_fraction`.
+
+    The hold-out is used when `val_split` is null, and when the data has no such split (e.g. one
+    HH-RLHF file, which is all `train`): that is said once, naming the split that was missing.
+    """
     train = source.load(train_split)
     if val_split is not None:
-        return train, source.load(val_split)
+        available = source.splits()
+        if val_split in available:
+            return train, source.load(val_split)
+        log.warning(
+            "the data has no '%s' split (it has: %s); holding out data.val_fraction=%s of '%s' for validation",
+            val_split,
+            ", ".join(available),
+            val_fraction,
+            train_split,
+        )
     if not 0 < val_fraction < 1:
-        raise ConfigError(f"data.val_split is null, so data.val_fraction must be in (0, 1); got {val_fraction}")
+        raise ConfigError(f"a held-out validation set needs data.val_fraction in (0, 1); got {val_fraction}")
     order = list(range(len(train)))
     random.Random(seed).shuffle(order)
     held_out = set(order[: max(1, int(len(train) * val_fraction))])

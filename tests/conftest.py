@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import os
 import subprocess
+import tempfile
 import sys
 from pathlib import Path
 
@@ -12,6 +13,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# One token cache per test session: tests share tokenized tables but never read a user's.
+os.environ.setdefault("LIT_RLHF_CACHE", tempfile.mkdtemp(prefix="lit-rlhf-cache-"))
 
 import pytest  # noqa: E402
 import torch  # noqa: E402

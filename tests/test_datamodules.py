@@ -6,6 +6,7 @@ import itertools
 import json
 import logging
 import math
+import os
 from pathlib import Path
 
 import pytest
@@ -120,7 +121,8 @@ def test_encode_prompts_refuses_a_limit_below_one(max_prompt_length):
 
 
 # The loader settings every datamodule takes, and a prompt datamodule without a pretraining corpus.
-NO_CORPUS = {"pretrain_source": None, "pretrain_batch_size": 16, "pretrain_max_length": 64, "num_workers": 0}
+LOADING = {"num_workers": 0, "cache_dir": os.environ["LIT_RLHF_CACHE"], "num_proc": 1}
+NO_CORPUS = {"pretrain_source": None, "pretrain_batch_size": 16, "pretrain_max_length": 64, **LOADING}
 
 
 @pytest.mark.parametrize("key, value", [("batch_size", 0), ("batch_size", -1), ("val_batch_size", 0)])
@@ -256,7 +258,7 @@ def test_rankings_give_all_pairs_with_margins_from_scores(tiny_tokenizer):
         val_split="validation",
         val_fraction=0.05,
         seed=0,
-        num_workers=0,
+        **LOADING,
     )
     datamodule.setup("fit")
     records = source.load("train")
@@ -435,7 +437,7 @@ def embedded_prompts_with_corpus(tokenizer) -> PromptDataModule:
         pretrain_source=EmbeddedPretrainCorpus(seed=0),
         pretrain_batch_size=4,
         pretrain_max_length=32,
-        num_workers=0,
+        **LOADING,
     )
 
 

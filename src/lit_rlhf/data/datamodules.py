@@ -1,7 +1,9 @@
 """LightningDataModules for each kind of batch: SFT, preferences, and PPO prompts.
 
 Each takes a *source* (`splits()` and `load(split)`: the embedded task, JSONL,
-HH-RLHF, ...) and tokenizes everything once in `setup`. `path` and
+HH-RLHF, ...) and tokenizes it once into memory-mapped Arrow tables cached under
+`data.cache_dir` (`lit_rlhf.data.tokenized`); a later run with the same data,
+tokenizer and lengths reads the tables back without loading a record. `path` and
 `skip_invalid` only anchor `data.path=` / `data.skip_invalid=` on the command
 line: the source reads them through interpolation. Training loaders are
 torchdata `StatefulDataLoader`s, so a resumed run continues from the same
@@ -16,6 +18,7 @@ import logging
 import random
 from typing import Callable, Sequence
 
+import datasets
 import lightning as L
 import torch
 from lightning.pytorch.utilities import CombinedLoader
@@ -34,27 +37,42 @@ from lit_rlhf.data.collate import (
     collate_sft,
 )
 from lit_rlhf.data.records import PreferenceRecord, RankedRecord, SFTRecord
-from lit_rlhf.data.tokenization import encode_prompt_responses, encode_prompts, report_truncation
+from lit_rlhf.data.tokenization import check_lengths, report_truncation
+from lit_rlhf.data.tokenized import (
+    COMPLETIONS,
+    PREFERENCES,
+    PROMPTS,
+    PreferenceRows,
+    PromptRows,
+    SFTRows,
+    build_tables,
+    encode_completions,
+    encode_prompt_column,
+    is_saved,
+    load_table,
+    table_fingerprint,
+    table_path,
+)
 from lit_rlhf.errors import ConfigError, DataError
 
 log = logging.getLogger("lit_rlhf")
 
+# The two splits every datamodule tokenizes (a held-out validation set included).
+TRAIN_VAL = ("train", "validation")
+
 GoldReward = Callable[[Sequence[str], Sequence[str]], torch.Tensor]
 
 
-def load_train_val(
-    source, train_split: str, val_split: str | None, val_fraction: float, seed: int
-) -> tuple[list, list]:
-    """Records of the training split and of a validation split, or a seeded hold-out of `val_fraction`.
+def resolve_val_split(source, train_split: str, val_split: str | None, val_fraction: float) -> str | None:
+    """The validation split to load, or None to hold out `val_fraction` of the training split.
 
     The hold-out is used when `val_split` is null, and when the data has no such split (e.g. one
     HH-RLHF file, which is all `train`): that is said once, naming the split that was missing.
     """
-    train = source.load(train_split)
     if val_split is not None:
         available = source.splits()
         if val_split in available:
-            return train, source.load(val_split)
+            return val_split
         log.warning(
             "the data has no '%s' split (it has: %s); holding out data.val_fraction=%s of '%s' for validation",
             val_split,
@@ -64,6 +82,21 @@ def load_train_val(
         )
     if not 0 < val_fraction < 1:
         raise ConfigError(f"a held-out validation set needs data.val_fraction in (0, 1); got {val_fraction}")
+    return None
+
+
+def load_train_val(
+    source, train_split: str, val_split: str | None, val_fraction: float, seed: int
+) -> tuple[list, list]:
+    """Records of the training split and of a validation split, or a seeded hold-out of `val_fraction`."""
+    val_split = resolve_val_split(source, train_split, val_split, val_fraction)
+    return _load_records(source, train_split, val_split, val_fraction, seed)
+
+
+def _load_records(source, train_split: str, val_split: str | None, val_fraction: float, seed: int):
+    train = source.load(train_split)
+    if val_split is not None:
+        return train, source.load(val_split)
     order = list(range(len(train)))
     random.Random(seed).shuffle(order)
     held_out = set(order[: max(1, int(len(train) * val_fraction))])
@@ -115,12 +148,15 @@ def as_ranked_group(record) -> tuple[tuple[str, ...], tuple[tuple[int, int], ...
 
 
 class RecordDataModule(L.LightningDataModule):
-    """What every datamodule shares: a source, its train/validation split, and the loaders' settings.
+    """What every datamodule shares: a source, its train/validation split, the token cache and the loaders.
 
-    Subclasses turn records into items (`make_items`) and items into batches (`collate`).
+    Subclasses say which text columns a record gives (`columns`), how they are tokenized (`encode`),
+    and how table rows become items (`rows`) and items batches (`collate`).
     """
 
     batch_type: type
+    kind: str  # names the cached tables
+    features: datasets.Features  # their text columns
 
     def __init__(
         self,
@@ -133,12 +169,14 @@ class RecordDataModule(L.LightningDataModule):
         val_fraction: float,
         seed: int,
         num_workers: int,
+        cache_dir: str,
+        num_proc: int,
         gold_reward: GoldReward | None = None,
         path: str | None = None,
         skip_invalid: bool = False,
     ):
         super().__init__()
-        for key, value in (("batch_size", batch_size), ("val_batch_size", val_batch_size)):
+        for key, value in (("batch_size", batch_size), ("val_batch_size", val_batch_size), ("num_proc", num_proc)):
             if value < 1:
                 raise ConfigError(f"data.{key} must be a positive integer, got {value}")
         self.source, self.tokenizer, self.gold_reward = source, tokenizer, gold_reward
@@ -148,24 +186,58 @@ class RecordDataModule(L.LightningDataModule):
             num_workers,
             seed,
         )
+        self.cache_dir, self.num_proc = cache_dir, num_proc
         self.splits = (train_split, val_split, val_fraction)
-        self.train_items: list | None = None
-        self.val_items: list | None = None
+        self.train_items = None
+        self.val_items = None
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_items is not None:
             return
-        train, val = load_train_val(self.source, *self.splits, seed=self.seed)
-        _require_records(train, "train")
-        _require_records(val, "validation")
-        self.train_items = self.make_items(train, "train", first_id=0)
-        self.val_items = self.make_items(val, "validation", first_id=self.num_ids(self.train_items))
+        train_split, val_split, val_fraction = self.splits
+        val_split = resolve_val_split(self.source, train_split, val_split, val_fraction)
+        # The hold-out depends on the seed and fraction; a real validation split does not.
+        split_key = (train_split, val_split) if val_split is not None else (train_split, val_fraction, self.seed)
+        paths = {split: self.table_path(split, split_key) for split in TRAIN_VAL}
+        missing = {split: path for split, path in paths.items() if not is_saved(path)}
+        if missing:  # a second run with the same data, tokenizer and lengths reads no records at all
 
-    def make_items(self, records: list, split: str, first_id: int) -> list:
-        """Tokenized items of one split; ids (where a subclass uses them) start at `first_id`."""
+            def load_columns() -> dict[str, dict[str, list]]:
+                train, val = _load_records(self.source, train_split, val_split, val_fraction, self.seed)
+                _require_records(train, "train")
+                _require_records(val, "validation")
+                return {"train": self.columns(train), "validation": self.columns(val)}
+
+            build_tables(missing, load_columns, self.features, self.encode, self.num_proc, f"tokenizing {self.kind}")
+        self.train_items = self.rows(load_table(paths["train"]), first_id=0)
+        self.val_items = self.rows(load_table(paths["validation"]), first_id=self.num_ids(self.train_items))
+        for split, items in (("train", self.train_items), ("validation", self.val_items)):
+            self.report(items, split)
+
+    def table_path(self, split: str, split_key: tuple):
+        """Where the tokenized table of one split is cached: its fingerprint names it."""
+        fingerprint = table_fingerprint(
+            self.kind, repr((split, split_key)), self.source, self.tokenizer, self.lengths()
+        )
+        return table_path(self.cache_dir, self.kind, fingerprint)
+
+    def lengths(self) -> dict:
+        """The length limits the token ids depend on (part of the cache key)."""
         raise NotImplementedError
 
-    def num_ids(self, items: list) -> int:
+    def columns(self, records: list) -> dict[str, list]:
+        raise NotImplementedError
+
+    def encode(self, batch: dict) -> dict[str, list]:
+        raise NotImplementedError
+
+    def rows(self, table, first_id: int):
+        raise NotImplementedError
+
+    def report(self, items, split: str) -> None:
+        """Say once per split how much was cut to fit the length limits."""
+
+    def num_ids(self, items) -> int:
         return len(items)
 
     def collate(self, items: list):
@@ -182,18 +254,29 @@ class SFTDataModule(RecordDataModule):
     """Prompt + demonstration pairs; the loss covers the response tokens only."""
 
     batch_type = SFTBatch
+    kind = "sft"
+    features = COMPLETIONS
 
     def __init__(self, source, tokenizer: PreTrainedTokenizerBase, max_length: int, max_prompt_length: int, **kwargs):
         super().__init__(source, tokenizer, **kwargs)
+        check_lengths(max_length, max_prompt_length)
         self.max_length, self.max_prompt_length = max_length, max_prompt_length
 
-    def make_items(self, records: list, split: str, first_id: int) -> list[SFTItem]:
+    def lengths(self) -> dict:
+        return {"max_length": self.max_length, "max_prompt_length": self.max_prompt_length}
+
+    def columns(self, records: list) -> dict[str, list]:
         pairs = [as_prompt_response(r) for r in records]
-        examples = encode_prompt_responses(
-            self.tokenizer, [p for p, _ in pairs], [r for _, r in pairs], self.max_length, self.max_prompt_length
-        )
-        report_truncation(sum(e.truncated for e in examples), len(examples), f"{split} demonstrations", self.max_length)
-        return [SFTItem(example, prompt) for example, (prompt, _) in zip(examples, pairs)]
+        return {"prompt": [prompt for prompt, _ in pairs], "responses": [[response] for _, response in pairs]}
+
+    def encode(self, batch: dict) -> dict[str, list]:
+        return encode_completions(batch, self.tokenizer, self.max_length, self.max_prompt_length)
+
+    def rows(self, table, first_id: int) -> SFTRows:
+        return SFTRows(table)
+
+    def report(self, items: SFTRows, split: str) -> None:
+        report_truncation(items.truncated_count(), len(items), f"{split} demonstrations", self.max_length)
 
     def collate(self, items: list[SFTItem]) -> SFTBatch:
         return collate_sft(items, self.tokenizer.pad_token_id)
@@ -207,27 +290,44 @@ class PreferenceDataModule(RecordDataModule):
     """
 
     batch_type = PreferenceBatch
+    kind = "preferences"
+    features = PREFERENCES
 
     def __init__(self, source, tokenizer: PreTrainedTokenizerBase, max_length: int, max_prompt_length: int, **kwargs):
         super().__init__(source, tokenizer, **kwargs)
+        check_lengths(max_length, max_prompt_length)
         self.max_length, self.max_prompt_length = max_length, max_prompt_length
 
-    def num_ids(self, items: list[PreferenceItem]) -> int:
+    def lengths(self) -> dict:
+        return {"max_length": self.max_length, "max_prompt_length": self.max_prompt_length}
+
+    def num_ids(self, items) -> int:
         """Completions, not records: each completion has its own id."""
+        if isinstance(items, PreferenceRows):
+            return items.num_ids
         return sum(len(item.examples) for item in items)
 
-    def make_items(self, records: list, split: str, first_id: int) -> list[PreferenceItem]:
+    def total_ids(self) -> int:
+        """Sequence ids of both splits: the size of a per-completion cache."""
+        return self.num_ids(self.train_items) + self.num_ids(self.val_items)
+
+    def columns(self, records: list) -> dict[str, list]:
         groups = [as_ranked_group(r) for r in records]
-        prompts = [r.prompt for r, (responses, _, _) in zip(records, groups) for _ in responses]
-        responses = [text for responses, _, _ in groups for text in responses]
-        flat = encode_prompt_responses(self.tokenizer, prompts, responses, self.max_length, self.max_prompt_length)
-        report_truncation(sum(e.truncated for e in flat), len(flat), f"{split} preference completions", self.max_length)
-        items, start = [], 0
-        for record, (texts, pairs, margins) in zip(records, groups):
-            examples = tuple(flat[start : start + len(texts)])
-            items.append(PreferenceItem(record.prompt, texts, examples, pairs, margins, first_id + start))
-            start += len(texts)
-        return items
+        return {
+            "prompt": [r.prompt for r in records],
+            "responses": [list(responses) for responses, _, _ in groups],
+            "pairs": [[list(pair) for pair in pairs] for _, pairs, _ in groups],
+            "margins": [list(margins) for _, _, margins in groups],
+        }
+
+    def encode(self, batch: dict) -> dict[str, list]:
+        return encode_completions(batch, self.tokenizer, self.max_length, self.max_prompt_length)
+
+    def rows(self, table, first_id: int) -> PreferenceRows:
+        return PreferenceRows(table, first_id)
+
+    def report(self, items: PreferenceRows, split: str) -> None:
+        report_truncation(items.truncated_count(), items.num_ids, f"{split} preference completions", self.max_length)
 
     def collate(self, items: list[PreferenceItem]) -> PreferenceBatch:
         return collate_preferences(items, self.tokenizer.pad_token_id)
@@ -249,6 +349,8 @@ class PromptDataModule(RecordDataModule):
     """
 
     batch_type = PPOBatch
+    kind = "prompts"
+    features = PROMPTS
 
     def __init__(
         self,
@@ -261,13 +363,16 @@ class PromptDataModule(RecordDataModule):
         **kwargs,
     ):
         super().__init__(source, tokenizer, **kwargs)
+        if max_prompt_length < 1:
+            # ids[-0:] would keep the whole prompt: 0 must not silently mean "no limit".
+            raise ConfigError(f"need max_prompt_length > 0, got {max_prompt_length}")
         self.max_prompt_length = max_prompt_length
         self.pretrain_source, self.pretrain_batch_size, self.pretrain_max_length = (
             pretrain_source,
             pretrain_batch_size,
             pretrain_max_length,
         )
-        self.pretrain_items: list[SFTItem] | None = None
+        self.pretrain_items: SFTRows | None = None
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_items is not None:
@@ -275,24 +380,52 @@ class PromptDataModule(RecordDataModule):
         super().setup(stage)
         # Only regularizer/ptx=mix gives the data a corpus: otherwise nothing is tokenized or sampled.
         if self.pretrain_source is not None:
-            lines = self.pretrain_source.load("train")
-            _require_records(lines, "pretraining")
-            examples = encode_prompt_responses(
-                self.tokenizer, [""] * len(lines), [r.response for r in lines], self.pretrain_max_length, 1
-            )
+            self.pretrain_items = SFTRows(self.pretrain_table())
             report_truncation(
-                sum(e.truncated for e in examples), len(examples), "pretraining texts", self.pretrain_max_length
+                self.pretrain_items.truncated_count(),
+                len(self.pretrain_items),
+                "pretraining texts",
+                self.pretrain_max_length,
             )
-            self.pretrain_items = [SFTItem(example, "") for example in examples]
 
-    def make_items(self, records: list, split: str, first_id: int) -> list[PromptItem]:
-        prompts = [r.prompt for r in records]
-        ids, truncated = encode_prompts(self.tokenizer, prompts, self.max_prompt_length)
-        report_truncation(truncated, len(ids), f"{split} prompts", self.max_prompt_length)
-        empty = sum(not row for row in ids)
+    def pretrain_table(self):
+        """The corpus as prompt-less SFT rows: every token but the first is a target."""
+        lengths = {"max_length": self.pretrain_max_length, "max_prompt_length": 1}
+        path = table_path(
+            self.cache_dir,
+            "pretrain",
+            table_fingerprint("pretrain", "train", self.pretrain_source, self.tokenizer, lengths),
+        )
+        if not is_saved(path):
+
+            def load_columns() -> dict[str, dict[str, list]]:
+                lines = self.pretrain_source.load("train")
+                _require_records(lines, "pretraining")
+                return {"train": {"prompt": [""] * len(lines), "responses": [[r.response] for r in lines]}}
+
+            encode = functools.partial(
+                encode_completions, tokenizer=self.tokenizer, max_length=self.pretrain_max_length, max_prompt_length=1
+            )
+            build_tables({"train": path}, load_columns, COMPLETIONS, encode, self.num_proc, "tokenizing the corpus")
+        return load_table(path)
+
+    def lengths(self) -> dict:
+        return {"max_prompt_length": self.max_prompt_length}
+
+    def columns(self, records: list) -> dict[str, list]:
+        return {"prompt": [r.prompt for r in records]}
+
+    def encode(self, batch: dict) -> dict[str, list]:
+        return encode_prompt_column(batch, self.tokenizer, self.max_prompt_length)
+
+    def rows(self, table, first_id: int) -> PromptRows:
+        return PromptRows(table)
+
+    def report(self, items: PromptRows, split: str) -> None:
+        report_truncation(items.truncated_count(), len(items), f"{split} prompts", self.max_prompt_length)
+        empty = items.empty_count()
         if empty:
             raise DataError(f"{empty} {split} prompts tokenize to nothing; generation needs at least one prompt token")
-        return [PromptItem(row, prompt) for row, prompt in zip(ids, prompts)]
 
     def collate(self, items: list[PromptItem]) -> PromptBatch:
         return collate_prompts(items, self.tokenizer.pad_token_id)

@@ -37,8 +37,7 @@ def encode_prompt_responses(
     Over-long prompts keep their end (the most recent turns); then the response is
     cut to fit `max_length`, losing its EOS.
     """
-    if not 0 < max_prompt_length < max_length:
-        raise ConfigError(f"need 0 < max_prompt_length < max_length, got {max_prompt_length} and {max_length}")
+    check_lengths(max_length, max_prompt_length)
     prompt_ids = tokenizer(list(prompts), add_special_tokens=True)["input_ids"]
     response_ids = tokenizer(list(responses), add_special_tokens=False)["input_ids"]
     examples = []
@@ -50,6 +49,12 @@ def encode_prompt_responses(
         truncated = truncated or len(response) > room
         examples.append(EncodedExample(prompt + response[:room], len(prompt), truncated))
     return examples
+
+
+def check_lengths(max_length: int, max_prompt_length: int) -> None:
+    """A prompt limit that leaves room for at least one response token."""
+    if not 0 < max_prompt_length < max_length:
+        raise ConfigError(f"need 0 < max_prompt_length < max_length, got {max_prompt_length} and {max_length}")
 
 
 def encode_prompts(

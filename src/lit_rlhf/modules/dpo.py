@@ -105,7 +105,7 @@ class DPOModule(L.LightningModule):
         if not self.precompute_ref_logprobs or self.cached_ref_logps is not None:
             return
         datamodule = self.trainer.datamodule
-        cache = torch.full((datamodule.num_ids(datamodule.train_items + datamodule.val_items),), float("nan"))
+        cache = torch.full((datamodule.total_ids(),), float("nan"))
         for loader, split in zip(datamodule.all_dataloaders(), ("train", "validation")):
             # A pass over the whole dataset: long on real data, so it gets a progress bar.
             for batch in tqdm(loader, desc=f"reference log-probs ({split})", disable=not self.trainer.is_global_zero):

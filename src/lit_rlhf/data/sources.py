@@ -21,7 +21,7 @@ import re
 from bisect import bisect_right
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import datasets
 
@@ -219,10 +219,10 @@ class FileRows:
 
 @dataclass(frozen=True)
 class SplitRows:
-    """The rows of one split, as dicts, and the files they came from (in row order)."""
+    """The rows of one split, as dicts (a list, or a memory-mapped dataset), and the files they came from."""
 
     name: str
-    rows: list[dict]
+    rows: Sequence[dict]
     files: list[FileRows]
 
     def where(self, index: int) -> Place:
@@ -257,21 +257,22 @@ def _read_hub(name: str, split: str) -> SplitRows:
         raise DataError(_hub_failure(name, error)) from error
     if split not in dataset_splits:
         raise _missing_split(split, name, list(dataset_splits))
-    return SplitRows(name, dataset_splits[split].to_list(), [FileRows(name, 0, None)])
+    return SplitRows(name, dataset_splits[split], [FileRows(name, 0, None)])
 
 
-def _load(builder: str, files: list[str], split: str, name: str) -> list[dict]:
+def _load(builder: str, files: list[str], split: str, name: str) -> Sequence[dict]:
     try:
-        return datasets.load_dataset(builder, data_files={split: files}, split=split).to_list()
+        return datasets.load_dataset(builder, data_files={split: files}, split=split)
     except Exception as error:  # datasets wraps reader errors in several types; the cause is what matters
         cause = error.__cause__ or error
         raise DataError(f"could not read {name}: {type(cause).__name__}: {cause}") from error
 
 
-def _load_json(files: list[str], split: str) -> list[dict]:
+def _load_json(files: list[str], split: str) -> Sequence[dict]:
+    """The rows as a memory-mapped `datasets.Dataset` (iterated, never copied into a list), or a parsed list."""
     try:
         with _quiet(_DATASETS_JSON_LOGGER):
-            return datasets.load_dataset("json", data_files={split: files}, split=split).to_list()
+            return datasets.load_dataset("json", data_files={split: files}, split=split)
     except Exception:
         # datasets never says which line is bad, and it also fails on some valid
         # files (a field whose type changes between rows, with blank lines in

@@ -40,15 +40,22 @@ def encode_prompt_responses(
     check_lengths(max_length, max_prompt_length)
     prompt_ids = tokenizer(list(prompts), add_special_tokens=True)["input_ids"]
     response_ids = tokenizer(list(responses), add_special_tokens=False)["input_ids"]
-    examples = []
-    for prompt, response in zip(prompt_ids, response_ids):
-        response = response + [tokenizer.eos_token_id]
-        truncated = len(prompt) > max_prompt_length
-        prompt = prompt[-max_prompt_length:]
-        room = max_length - len(prompt)
-        truncated = truncated or len(response) > room
-        examples.append(EncodedExample(prompt + response[:room], len(prompt), truncated))
-    return examples
+    return [
+        join_prompt_response(prompt, response, tokenizer.eos_token_id, max_length, max_prompt_length)
+        for prompt, response in zip(prompt_ids, response_ids)
+    ]
+
+
+def join_prompt_response(
+    prompt: list[int], response: list[int], eos_token_id: int, max_length: int, max_prompt_length: int
+) -> EncodedExample:
+    """Prompt ids + response ids + EOS, cut as `encode_prompt_responses` describes."""
+    response = response + [eos_token_id]
+    truncated = len(prompt) > max_prompt_length
+    prompt = prompt[-max_prompt_length:]
+    room = max_length - len(prompt)
+    truncated = truncated or len(response) > room
+    return EncodedExample(prompt + response[:room], len(prompt), truncated)
 
 
 def check_lengths(max_length: int, max_prompt_length: int) -> None:

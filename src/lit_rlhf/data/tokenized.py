@@ -29,7 +29,7 @@ from torch.utils.data import Dataset
 from transformers import PreTrainedTokenizerBase
 
 from lit_rlhf.data.collate import PreferenceItem, PromptItem, SFTItem
-from lit_rlhf.data.tokenization import EncodedExample, encode_prompt_responses
+from lit_rlhf.data.tokenization import EncodedExample, check_lengths, join_prompt_response
 
 log = logging.getLogger("lit_rlhf")
 
@@ -172,19 +172,26 @@ def build_tables(
 def encode_completions(
     batch: dict, tokenizer: PreTrainedTokenizerBase, max_length: int, max_prompt_length: int
 ) -> dict[str, list]:
-    """Columns prompt, responses -> ids, prompt_lengths, truncated (one entry per completion of a row)."""
-    counts = [len(responses) for responses in batch["responses"]]
-    prompts = [prompt for prompt, count in zip(batch["prompt"], counts) for _ in range(count)]
-    flat = encode_prompt_responses(
-        tokenizer, prompts, list(itertools.chain.from_iterable(batch["responses"])), max_length, max_prompt_length
-    )
-    starts = np.cumsum([0, *counts])
-    rows = [flat[start:end] for start, end in zip(starts[:-1], starts[1:])]
-    return {
-        "ids": [[example.ids for example in row] for row in rows],
-        "prompt_lengths": [[example.prompt_length for example in row] for row in rows],
-        "truncated": [[example.truncated for example in row] for row in rows],
-    }
+    """Columns prompt, responses -> ids, prompt_lengths, truncated (one entry per completion of a row).
+
+    Ids are those of `encode_prompt_responses`, but a row's prompt is tokenized once for all its
+    completions (chosen and rejected, or K ranked ones), not once per completion.
+    """
+    check_lengths(max_length, max_prompt_length)
+    prompt_ids = tokenizer(list(batch["prompt"]), add_special_tokens=True)["input_ids"]
+    flat_ids = tokenizer(list(itertools.chain.from_iterable(batch["responses"])), add_special_tokens=False)["input_ids"]
+    columns = {"ids": [], "prompt_lengths": [], "truncated": []}
+    start = 0
+    for prompt, responses in zip(prompt_ids, batch["responses"]):
+        row = [
+            join_prompt_response(prompt, response, tokenizer.eos_token_id, max_length, max_prompt_length)
+            for response in flat_ids[start : start + len(responses)]
+        ]
+        start += len(responses)
+        columns["ids"].append([example.ids for example in row])
+        columns["prompt_lengths"].append([example.prompt_length for example in row])
+        columns["truncated"].append([example.truncated for example in row])
+    return columns
 
 
 def encode_prompt_column(batch: dict, tokenizer: PreTrainedTokenizerBase, max_prompt_length: int) -> dict[str, list]:

@@ -208,7 +208,7 @@ class RecordDataModule(L.LightningDataModule):
                 _require_records(val, "validation")
                 return {"train": self.columns(train), "validation": self.columns(val)}
 
-            build_tables(missing, load_columns, self.features, self.encode, self.num_proc, f"tokenizing {self.kind}")
+            build_tables(missing, load_columns, self.features, self.encoder(), self.num_proc, f"tokenizing {self.kind}")
         self.train_items = self.rows(load_table(paths["train"]), first_id=0)
         self.val_items = self.rows(load_table(paths["validation"]), first_id=self.num_ids(self.train_items))
         for split, items in (("train", self.train_items), ("validation", self.val_items)):
@@ -228,7 +228,9 @@ class RecordDataModule(L.LightningDataModule):
     def columns(self, records: list) -> dict[str, list]:
         raise NotImplementedError
 
-    def encode(self, batch: dict) -> dict[str, list]:
+    def encoder(self) -> Callable[[dict], dict]:
+        """The batched `datasets.map` function; a partial of a module function, so worker processes
+        receive the tokenizer and the limits, not this datamodule (and the trainer it points to)."""
         raise NotImplementedError
 
     def rows(self, table, first_id: int):
@@ -269,8 +271,13 @@ class SFTDataModule(RecordDataModule):
         pairs = [as_prompt_response(r) for r in records]
         return {"prompt": [prompt for prompt, _ in pairs], "responses": [[response] for _, response in pairs]}
 
-    def encode(self, batch: dict) -> dict[str, list]:
-        return encode_completions(batch, self.tokenizer, self.max_length, self.max_prompt_length)
+    def encoder(self) -> Callable[[dict], dict]:
+        return functools.partial(
+            encode_completions,
+            tokenizer=self.tokenizer,
+            max_length=self.max_length,
+            max_prompt_length=self.max_prompt_length,
+        )
 
     def rows(self, table, first_id: int) -> SFTRows:
         return SFTRows(table)
@@ -320,8 +327,13 @@ class PreferenceDataModule(RecordDataModule):
             "margins": [list(margins) for _, _, margins in groups],
         }
 
-    def encode(self, batch: dict) -> dict[str, list]:
-        return encode_completions(batch, self.tokenizer, self.max_length, self.max_prompt_length)
+    def encoder(self) -> Callable[[dict], dict]:
+        return functools.partial(
+            encode_completions,
+            tokenizer=self.tokenizer,
+            max_length=self.max_length,
+            max_prompt_length=self.max_prompt_length,
+        )
 
     def rows(self, table, first_id: int) -> PreferenceRows:
         return PreferenceRows(table, first_id)
@@ -415,8 +427,10 @@ class PromptDataModule(RecordDataModule):
     def columns(self, records: list) -> dict[str, list]:
         return {"prompt": [r.prompt for r in records]}
 
-    def encode(self, batch: dict) -> dict[str, list]:
-        return encode_prompt_column(batch, self.tokenizer, self.max_prompt_length)
+    def encoder(self) -> Callable[[dict], dict]:
+        return functools.partial(
+            encode_prompt_column, tokenizer=self.tokenizer, max_prompt_length=self.max_prompt_length
+        )
 
     def rows(self, table, first_id: int) -> PromptRows:
         return PromptRows(table)

@@ -2,7 +2,7 @@
 
 Each measurement is a fresh process that composes `+experiment=rm_tiny data=hh_rlhf data.path=<file>`,
 builds the run and calls `datamodule.setup("fit")`: the seconds of that call and the process's peak RSS
-(imports and the tiny models included). The first run tokenizes into an empty cache, the next ones reuse it.
+(VmHWM; imports and the tiny models included). The first run tokenizes into an empty cache, the next ones reuse it.
 
     python benchmarks/make_hh_pairs.py /tmp/hh/train.jsonl
     python benchmarks/bench_data.py /tmp/hh/train.jsonl --runs 3
@@ -20,7 +20,7 @@ import tempfile
 from pathlib import Path
 
 MEASURE = """
-import json, resource, sys, time
+import json, sys, time
 from hydra import compose, initialize_config_dir
 from lit_rlhf.config import CONFIG_DIR, register_resolvers
 from lit_rlhf.train import build
@@ -31,7 +31,8 @@ run = build(cfg)
 started = time.perf_counter()
 run.datamodule.setup("fit")
 seconds = time.perf_counter() - started
-peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+# VmHWM, not ru_maxrss: a spawned process starts with its parent's peak as its own.
+peak_mib = int(next(line for line in open("/proc/self/status") if line.startswith("VmHWM")).split()[1]) / 1024
 print(json.dumps({"setup_seconds": seconds, "peak_rss_mib": peak_mib}))
 """
 

@@ -61,7 +61,7 @@ def test_optuna_search_on_dpo_prints_the_best_parameters(tmp_path):
         "+experiment=dpo",
         "hparams_search=dpo_optuna",
         "hydra.sweeper.n_trials=4",
-        "hydra.sweeper.sampler.n_startup_trials=2",
+        "hydra.sweeper.n_startup_trials=2",
         *CLI_FAST,
     ]
     result = cli(args, cwd=tmp_path, timeout=600)

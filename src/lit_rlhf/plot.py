@@ -6,11 +6,15 @@ PATH is a run folder, a multirun (sweep) folder or a W&B `offline-run-*` folder.
 * `frontier.png`: each run's final reward against its final KL, proxy and gold side by side,
   the picture of reward-model overoptimization (Gao et al. 2023, "Scaling Laws for Reward Model
   Overoptimization"): how much gold reward each nat of KL buys, and where the proxy stops tracking it.
+
+A multi-objective search's folder (its `pareto_front.json`, e.g. from hparams_search=ppo_pareto) also
+gets `pareto_front.png`: every completed trial, the Pareto-optimal ones joined.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import tempfile
@@ -117,6 +121,36 @@ def plot_frontier(points: list[FrontierPoint], path: Path) -> None:
     _save_atomically(figure, path)
 
 
+PARETO_JSON = "pareto_front.json"  # written by the Optuna sweeper (hydra_plugins/lit_rlhf_sweeper/_results.py)
+
+
+def plot_pareto_front(front: dict, path: Path) -> None:
+    """The first objective against the second: every completed trial, the front joined and numbered."""
+    (y_name, x_name), (y_goal, x_goal) = front["metrics"][:2], front["directions"][:2]
+    figure, axis = plt.subplots(figsize=(7, 4.5))
+    others = [row for row in front["trials"] if not row["on_front"]]
+    if others:
+        axis.scatter(
+            [r["values"][x_name] for r in others],
+            [r["values"][y_name] for r in others],
+            color="0.6",
+            label="other trials",
+        )
+    best = sorted(front["front"], key=lambda row: row["values"][x_name])
+    xs, ys = [r["values"][x_name] for r in best], [r["values"][y_name] for r in best]
+    axis.plot(xs, ys, marker="o", color="tab:orange", label="Pareto front")
+    for row, x, y in zip(best, xs, ys):
+        axis.annotate(f"#{row['trial']}", (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    axis.set(
+        title=f"Pareto front of study {front['study']} ({len(best)} of {len(front['trials'])} trials)",
+        xlabel=f"{x_name} ({x_goal})",
+        ylabel=f"{y_name} ({y_goal})",
+    )
+    axis.grid(alpha=0.3)
+    axis.legend()
+    _save_atomically(figure, path)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m lit_rlhf.plot", description=__doc__.split("\n\n")[0])
     parser.add_argument("paths", nargs="+", help="run, multirun or W&B offline-run folders")
@@ -132,6 +166,11 @@ def main(argv: list[str] | None = None) -> int:
         if points:
             plot_frontier(points, out / "frontier.png")
             written.append(out / "frontier.png")
+        for folder in map(Path, args.paths):
+            if (folder / PARETO_JSON).is_file():
+                target = out / "pareto_front.png" if len(args.paths) == 1 else out / f"pareto_front_{folder.name}.png"
+                plot_pareto_front(json.loads((folder / PARETO_JSON).read_text()), target)
+                written.append(target)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

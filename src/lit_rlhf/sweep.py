@@ -1,20 +1,23 @@
 """Sweeps that survive a failed job, and the summary at their end.
 
-The sweeper (hydra_plugins/lit_rlhf_sweeper) runs every job even when some fail; `SweepSummary` writes one
+The sweepers (hydra_plugins/lit_rlhf_sweeper) run every job even when some fail; `SweepSummary` writes one
 record per job (`sweep_job.json` in the job's folder, so it works across launcher processes and
 cluster nodes), reports each failure with its overrides as it happens, and at the end prints every
 job's overrides (those that vary), status and metric, writes `sweep_summary.json` and `.md`, and exits non-zero if a
-job failed. Every job that finished keeps its outputs.
+job failed. A trial of an Optuna search that its pruner stopped (`optuna.TrialPruned`) is PRUNED, not
+failed. Every job that finished keeps its outputs.
 """
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import os
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.utils import JobReturn, JobStatus
@@ -22,12 +25,65 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from lit_rlhf.errors import UserError
-from lit_rlhf.runs import varying_overrides
+from lit_rlhf.errors import ConfigError, UserError
+from lit_rlhf.runs import group_by_all_but_seed, varying_overrides
 
 log = logging.getLogger("lit_rlhf.sweep")
 
 JOB_RECORD = "sweep_job.json"
+
+# What the Optuna sweeper (hydra_plugins/lit_rlhf_sweeper) and each trial's lit_rlhf.callbacks.OptunaPruning
+# share. Optuna is imported on first use: only searches need it.
+# The pruners a search config names -> their Optuna classes (`none` never stops a trial).
+PRUNERS = {
+    "none": "NopPruner",
+    "median": "MedianPruner",
+    "hyperband": "HyperbandPruner",
+    "successive_halving": "SuccessiveHalvingPruner",
+}
+# Trial user attributes the callback writes and the sweeper reads.
+LAST_METRICS = "last_metrics"
+TRAINING = "training"
+
+
+def build_with_options(kind: str, name: str, cls: type, options: dict[str, Any], **fixed: Any):
+    """`cls(**fixed, **options)`, with an unknown option named in one line, as a ConfigError."""
+    accepted = [p for p in inspect.signature(cls).parameters if p not in fixed]
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        takes = f"it takes: {', '.join(accepted)}" if accepted else "it takes no further options"
+        raise ConfigError(f"{kind} '{name}' does not take {', '.join(unknown)}; {takes}")
+    try:
+        return cls(**fixed, **options)
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"{kind} '{name}': {error}") from None
+
+
+def make_pruner(name: str, options: dict[str, Any]):
+    """The Optuna pruner called `name` (a key of PRUNERS), built with `options`.
+
+    `none` takes no options and ignores them, so `hydra.sweeper.pruner=none` switches off a search's pruner
+    without undoing its settings.
+    """
+    if name not in PRUNERS:
+        raise ConfigError(f"unknown pruner '{name}'; choose one of: {', '.join(PRUNERS)}")
+    import optuna
+
+    if name == "none":
+        return optuna.pruners.NopPruner()
+    return build_with_options("pruner", name, getattr(optuna.pruners, PRUNERS[name]), dict(options or {}))
+
+
+def open_storage(url: str):
+    """The study's RDB storage; SQLite waits up to a minute for a lock instead of failing at once
+    (the sweeper and its parallel jobs write to one file)."""
+    import optuna
+
+    engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
+    try:
+        return optuna.storages.RDBStorage(url, engine_kwargs=engine)
+    except Exception as error:  # SQLAlchemy's errors for a bad URL or an unreachable server
+        raise ConfigError(f"cannot open the study storage {url}: {error}") from None
 
 
 def write_atomically(path: Path, text: str) -> None:
@@ -50,6 +106,33 @@ def summary_table(records: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def seed_group_table(records: list[dict]) -> str:
+    """Completed jobs grouped by every override except the seed: mean ± sd of the metric over the seeds.
+
+    Empty unless some group holds more than one job (a sweep with `seed=0,1,2`).
+    """
+    done = sorted((r for r in records if r["status"] == "COMPLETED" and r["value"] is not None), key=lambda r: r["job"])
+    groups = group_by_all_but_seed([r["overrides"] for r in done])
+    if all(len(members) < 2 for members in groups.values()):
+        return ""
+    shared = varying_overrides([list(key) for key in groups])
+    lines = ["| overrides (all but the seed) | jobs | metric | mean | sd |", "|---|---|---|---|---|"]
+    for (key, members), varied in zip(groups.items(), shared):
+        values = [done[i]["value"] for i in members]
+        mean = sum(values) / len(values)
+        sd = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5 if len(values) > 1 else 0.0
+        jobs = ",".join(str(done[i]["job"]) for i in members)
+        overrides = " ".join(varied or key) or "(none)"
+        lines.append(f"| {overrides} | {jobs} | {done[members[0]]['metric'] or ''} | {mean:.4g} | {sd:.3g} |")
+    return "\n".join(lines)
+
+
+def _is_pruned(outcome: object) -> bool:
+    """True for the `optuna.TrialPruned` a pruned trial's job ends with (Optuna is imported only by searches)."""
+    optuna = sys.modules.get("optuna")
+    return optuna is not None and isinstance(outcome, optuna.TrialPruned)
+
+
 class SweepSummary(Callback):
     """Per-job records and the end-of-sweep summary (multiruns only)."""
 
@@ -62,6 +145,8 @@ class SweepSummary(Callback):
         outcome = job_return._return_value  # the return value, or the exception of a failed job
         if job_return.status == JobStatus.COMPLETED:
             record.update(status="COMPLETED", value=float(outcome) if isinstance(outcome, (int, float)) else None)
+        elif _is_pruned(outcome):
+            record.update(status="PRUNED", error=str(outcome))
         else:
             message = str(outcome) if isinstance(outcome, UserError) else f"{type(outcome).__name__}: {outcome}"
             record.update(status="FAILED", error=message)
@@ -83,12 +168,17 @@ class SweepSummary(Callback):
         if not records:
             return
         table = summary_table(records)
+        by_seed = seed_group_table(records)
+        if by_seed:
+            table += "\n\nOver seeds (sd: sample standard deviation):\n" + by_seed
         write_atomically(
             sweep_dir / "sweep_summary.json", json.dumps(sorted(records, key=lambda r: r["job"]), indent=2)
         )
         write_atomically(sweep_dir / "sweep_summary.md", table + "\n")
-        failed = [record for record in records if record["status"] != "COMPLETED"]
-        print(f"\nSweep summary ({len(records)} jobs, {len(failed)} failed) in {sweep_dir}:\n{table}", flush=True)
+        failed = [record for record in records if record["status"] == "FAILED"]
+        pruned = sum(record["status"] == "PRUNED" for record in records)
+        counts = f"{len(records)} jobs, " + (f"{pruned} pruned, " if pruned else "") + f"{len(failed)} failed"
+        print(f"\nSweep summary ({counts}) in {sweep_dir}:\n{table}", flush=True)
         if failed:
             print(f"error: {len(failed)} of {len(records)} jobs failed; the others' outputs are kept", file=sys.stderr)
             sys.exit(1)

@@ -110,6 +110,19 @@ def load_runs(paths: list[str | Path], source: str = "auto") -> list[RunHistory]
     return runs
 
 
+def without_seed(overrides: list[str]) -> list[str]:
+    """The overrides except the seed's (`seed=1`, `+seed=1`): what a group of repeated runs shares."""
+    return [o for o in overrides if o.partition("=")[0].lstrip("+~") != "seed"]
+
+
+def group_by_all_but_seed(override_lists: list[list[str]]) -> dict[tuple[str, ...], list[int]]:
+    """Indices of the runs grouped by their overrides except the seed, in first-seen order."""
+    groups: dict[tuple[str, ...], list[int]] = {}
+    for index, overrides in enumerate(override_lists):
+        groups.setdefault(tuple(sorted(without_seed(overrides))), []).append(index)
+    return groups
+
+
 def varying_overrides(override_lists: list[list[str]]) -> list[list[str]]:
     """For each run's overrides, those not shared by every run: what a sweep varied."""
     counts: dict[str, int] = {}

@@ -24,6 +24,7 @@ from lit_rlhf.callbacks.run_length import RunLength  # noqa: E402
 from lit_rlhf.config import CONFIG_DIR, check_compatible, loggable_config, register_resolvers  # noqa: E402
 from lit_rlhf.errors import UserError  # noqa: E402
 from lit_rlhf.loggers import close_loggers  # noqa: E402
+from lit_rlhf.overoptimization.bon import evaluate  # noqa: E402
 
 register_resolvers()
 log = logging.getLogger("lit_rlhf")
@@ -159,6 +160,9 @@ def optimized_value(cfg: DictConfig, metrics: dict[str, float]) -> float | None:
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
 def main(cfg: DictConfig) -> float | None:
     try:
+        if "evaluate" in cfg:
+            # An evaluation experiment (+experiment=bon_frontier) names what it runs; nothing is trained.
+            return optimized_value(cfg, evaluate(cfg))
         return optimized_value(cfg, fit(build(cfg)))
     except Exception as error:
         user_error = find_user_error(error)

@@ -131,3 +131,12 @@ def _torch_dtype(name: str) -> torch.dtype:
     if name not in valid:
         raise ConfigError(f"unknown dtype '{name}'; valid: {', '.join(valid)}")
     return valid[name]
+
+
+def load_reward_models(
+    names_or_paths: list[str], trust_remote_code: bool = False, dtype: str = "float32"
+) -> list[PreTrainedModel]:
+    """K trained reward models, e.g. one per seed: PPO's ensemble reward source (`module.reward_aggregation`)."""
+    if not names_or_paths:
+        raise ConfigError("a reward ensemble needs at least one reward model path")
+    return [load_reward_model(path, trust_remote_code, dtype) for path in names_or_paths]

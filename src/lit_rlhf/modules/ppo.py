@@ -42,6 +42,7 @@ from lit_rlhf.ops.forward import last_token_rewards, scalar_head_outputs, sequen
 from lit_rlhf.ops.generation import Generation, SamplingConfig, decode_responses, generate
 from lit_rlhf.ops.logprobs import entropy_from_logits
 from lit_rlhf.ops.masking import last_true_index, masked_mean, masked_sum
+from lit_rlhf.overoptimization.ensemble import RewardEnsemble, reward_source
 from lit_rlhf.regularizers.kl.estimators import kl_k1
 from lit_rlhf.rl.experience import Experience
 
@@ -55,8 +56,12 @@ class PPOModule(L.LightningModule):
         policy: the actor, initialised from the SFT model; the reference is a frozen copy of it.
         critic: a scalar-head model (values), or None for critic-free advantages (RLOO, GRPO, ...).
         reward_model: a frozen scalar-head model scoring prompt + response (it reads the policy's token
-            ids, so it must share the policy's tokenizer), or None ...
+            ids, so it must share the policy's tokenizer), a list of them (an ensemble, combined by
+            `reward_aggregation`), or None ...
         reward_fn: ... a programmatic reward on texts (prompts, responses) -> (B,). Exactly one of the two.
+        reward_aggregation: how an ensemble's scores combine: mean, min or uncertainty_weighted (mean − λ·std;
+            Coste et al. 2023, "Reward Model Ensembles Help Mitigate Overoptimization").
+        uncertainty_penalty: λ of uncertainty_weighted.
         kl: `regularizer/kl` object (placement, estimator, controller).
         ptx: `regularizer/ptx` object (pretraining-gradient mix or none).
         advantage: `advantage` object (GAE or a critic-free estimator) with `samples_per_prompt`.
@@ -97,6 +102,8 @@ class PPOModule(L.LightningModule):
         skip_nonfinite_updates: bool,
         seed: int,
         tokenizer,
+        reward_aggregation: str,
+        uncertainty_penalty: float,
         critic=None,
         critic_optimizer=None,
         reward_model=None,
@@ -111,7 +118,11 @@ class PPOModule(L.LightningModule):
         self.policy = policy
         self.reference = freeze(copy.deepcopy(policy))
         self.critic = critic
-        self.reward_model = freeze(reward_model) if reward_model is not None else None
+        self.reward_model = (
+            freeze(reward_source(reward_model, reward_aggregation, uncertainty_penalty))
+            if reward_model is not None
+            else None
+        )
         self.reward_fn, self.gold_reward, self.tokenizer = reward_fn, gold_reward, tokenizer
         for model in (self.policy, self.critic):
             if model is not None:
@@ -134,6 +145,8 @@ class PPOModule(L.LightningModule):
     @torch.no_grad()
     def score(self, generation: Generation, prompts: Sequence[str], responses: Sequence[str]) -> torch.Tensor:
         """(B,) the reward source's score of each response, at its last real token."""
+        if isinstance(self.reward_model, RewardEnsemble):
+            return self.reward_model.score(generation.sequences, generation.attention_mask)
         if self.reward_model is not None:
             return last_token_rewards(self.reward_model, generation.sequences, generation.attention_mask)
         return self.reward_fn(prompts, responses).to(self.device, torch.float32)

@@ -1,4 +1,4 @@
-"""Config plumbing: where conf/ lives, the `${asset:NAME}`, `${sweep_group:}` and `${run_name:}` resolvers,
+"""Config plumbing: where the shipped configs live, the `${asset:NAME}`, `${sweep_group:}` and `${run_name:}` resolvers,
 and checks before anything is built."""
 
 from __future__ import annotations
@@ -13,8 +13,9 @@ from lit_rlhf.errors import ConfigError
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 ASSETS_DIR = PACKAGE_DIR / "assets"
-# conf/ sits at the repository root, beside src/ (an editable install keeps it there).
-CONFIG_DIR = PACKAGE_DIR.parents[1] / "conf"
+# The configs ship inside the package, so any install (editable, wheel) finds them.
+CONFIG_DIR = PACKAGE_DIR / "conf"
+CONFIG_MODULE = "pkg://lit_rlhf.conf"
 
 
 def asset_path(name: str) -> str:
@@ -63,7 +64,7 @@ def check_compatible(module, datamodule) -> None:
     if expected is not produced:
         raise ConfigError(
             f"{type(module).__name__} trains on {expected.__name__}es but the data config produces "
-            f"{produced.__name__}es; pick a matching data=... choice (see conf/data/)"
+            f"{produced.__name__}es; pick a matching data=... choice (see lit_rlhf/conf/data/)"
         )
 
 

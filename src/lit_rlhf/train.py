@@ -21,7 +21,7 @@ from hydra.utils import instantiate  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
 from lit_rlhf.callbacks.run_length import RunLength  # noqa: E402
-from lit_rlhf.config import CONFIG_DIR, check_compatible, loggable_config, register_resolvers  # noqa: E402
+from lit_rlhf.config import CONFIG_MODULE, check_compatible, loggable_config, register_resolvers  # noqa: E402
 from lit_rlhf.errors import UserError  # noqa: E402
 from lit_rlhf.loggers import close_loggers  # noqa: E402
 from lit_rlhf.overoptimization.bon import evaluate  # noqa: E402
@@ -157,7 +157,7 @@ def optimized_value(cfg: DictConfig, metrics: dict[str, float]) -> float | None:
     return metrics[cfg.optimized_metric]
 
 
-@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
+@hydra.main(version_base="1.3", config_path=CONFIG_MODULE, config_name="train")
 def main(cfg: DictConfig) -> float | None:
     try:
         if "evaluate" in cfg:

@@ -3,6 +3,7 @@ reward-model ensembles, and grouping a sweep's runs by everything but the seed."
 
 from __future__ import annotations
 
+import csv
 import itertools
 import math
 from pathlib import Path
@@ -185,3 +186,35 @@ def test_the_sweep_summary_groups_by_every_override_except_the_seed():
     assert "| c=1 | 0,1 | val/gold_reward | 2 | 1.41 |" in table  # mean 2, sd sqrt(2)
     assert "| c=2 | 2,3 | val/gold_reward | 6 | 1.41 |" in table
     assert seed_group_table(records[::2]) == ""  # one seed each: nothing to aggregate
+
+
+def test_the_plot_command_draws_best_of_n_ppo_and_the_fits(tmp_path):
+    from lit_rlhf.overoptimization.bon import BonRow, write_bon_csv
+    from lit_rlhf.plot import main
+
+    alpha, beta = 1.2, 0.3
+    ns = [1, 2, 4, 8, 16, 32, 64]
+    rows = [
+        BonRow(n, bon_kl(n), 0.5 * n, 0.1 + math.sqrt(bon_kl(n)) * (alpha - beta * math.sqrt(bon_kl(n)))) for n in ns
+    ]
+    (tmp_path / "bon").mkdir()
+    write_bon_csv(rows, tmp_path / "bon" / "bon.csv")
+    for seed in (0, 1):
+        run = tmp_path / "ppo" / str(seed)
+        (run / "csv").mkdir(parents=True)
+        (run / ".hydra").mkdir()
+        (run / ".hydra" / "overrides.yaml").write_text(f"- regularizer.kl.coef=0.05\n- seed={seed}\n")
+        lines = ["step,val/kl,val/reward,val/gold_reward,train/kl,train/reward"]
+        lines += [f"{s},{s * 2.0},{s * 0.5},{s * (1 - 0.1 * s) + seed},{s},{s}" for s in range(5)]
+        (run / "csv" / "metrics.csv").write_text("\n".join(lines) + "\n")
+    assert main([str(tmp_path), "--source", "csv"]) == 0
+    assert (tmp_path / "overoptimization.png").stat().st_size > 0
+    with open(tmp_path / "gao_fits.csv", newline="") as handle:
+        fits = {(r["data"], r["form"]): r for r in csv.DictReader(handle)}
+    bon = fits[("bon bon", "bon")]
+    assert (float(bon["alpha"]), float(bon["beta"])) == (pytest.approx(alpha, abs=1e-4), pytest.approx(beta, abs=1e-4))
+    # The two seeds are one group, named by its overrides but the seed.
+    assert sorted(key for key in fits if key[0].startswith("ppo")) == [
+        ("ppo coef=0.05", "bon"),
+        ("ppo coef=0.05", "rl"),
+    ]

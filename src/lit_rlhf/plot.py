@@ -9,6 +9,10 @@ PATH is a run folder, a multirun (sweep) folder or a W&B `offline-run-*` folder.
 
 A multi-objective search's folder (its `pareto_front.json`, e.g. from hparams_search=ppo_pareto) also
 gets `pareto_front.png`: every completed trial, the Pareto-optimal ones joined.
+
+Runs with validation histories, and any `bon.csv` (+experiment=bon_frontier) under the paths, also give
+`overoptimization.png` and `gao_fits.csv` (lit_rlhf/overoptimization/figure.py): gold reward against sqrt(KL),
+best-of-n against PPO, seeds averaged (mean ± sd), with Gao et al.'s fitted forms.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ matplotlib.use("Agg")  # files only; no display on servers
 import matplotlib.pyplot as plt  # noqa: E402
 
 from lit_rlhf.errors import UserError  # noqa: E402
+from lit_rlhf.overoptimization.figure import overoptimization_outputs  # noqa: E402
 from lit_rlhf.runs import SOURCES, RunHistory, load_runs, varying_overrides  # noqa: E402
 
 CURVES = {"KL (nats / sequence)": "train/kl", "proxy reward (reward model)": "train/reward"}
@@ -171,6 +176,8 @@ def main(argv: list[str] | None = None) -> int:
                 target = out / "pareto_front.png" if len(args.paths) == 1 else out / f"pareto_front_{folder.name}.png"
                 plot_pareto_front(json.loads((folder / PARETO_JSON).read_text()), target)
                 written.append(target)
+        # Best-of-n (bon.csv) and PPO validation histories, seeds averaged, with Gao et al.'s fits.
+        written += overoptimization_outputs(runs, args.paths, out)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

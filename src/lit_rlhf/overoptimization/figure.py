@@ -59,7 +59,8 @@ def seed_groups(runs: list[RunHistory]) -> list[SeedGroup]:
         histories = [validation_points(runs[i]) for i in members]
         length = min(len(h) for h in histories)
         stacked = np.stack([h[:length] for h in histories])  # (S, V, 3)
-        label = ", ".join(_short(o) for o in varied) or runs[members[0]].path.name
+        # One group: named by all its overrides but the seed; several: by those they differ in.
+        label = ", ".join(_short(o) for o in (varied if len(groups) > 1 else key)) or runs[members[0]].path.name
         d = np.sqrt(np.clip(stacked[..., 0], 0.0, None))
         result.append(SeedGroup(label, d, stacked[..., 1], stacked[..., 2]))
     return result

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -36,8 +37,12 @@ def test_a_multirun_over_every_experiment(tmp_path):
     """`glob(*)` expands to every experiment, and each one trains and exports on the command line."""
     result = cli(["-m", "+experiment=glob(*)", *CLI_FAST], cwd=tmp_path, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
-    exported = sorted(path.parts[-6] for path in tmp_path.glob("outputs/*/multiruns/*/*/export/config.json"))
-    assert exported == EXPERIMENTS
+    [summary] = tmp_path.glob("outputs/*/multiruns/*/sweep_summary.json")
+    jobs = json.loads(summary.read_text())
+    ran = sorted(
+        override.split("=", 1)[1] for job in jobs for override in job["overrides"] if "experiment=" in override
+    )
+    assert ran == EXPERIMENTS and all(job["status"] == "COMPLETED" for job in jobs), jobs
 
 
 def test_every_experiment_has_an_end_to_end_run():

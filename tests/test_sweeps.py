@@ -9,9 +9,6 @@ from pathlib import Path
 import yaml
 from conftest import CLI_FAST, cli
 from hydra import compose, initialize_config_dir
-from hydra._internal.config_loader_impl import ConfigLoaderImpl
-from hydra._internal.utils import create_config_search_path
-from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from lit_rlhf import plot
 from lit_rlhf.config import CONFIG_DIR
@@ -91,13 +88,6 @@ def test_a_failed_job_is_reported_and_the_others_keep_their_results(tmp_path):
     for job in (0, 2):
         assert (sweep / str(job) / "export" / "config.json").exists()
         assert summary[job]["metric"] == "val/gold_accuracy" and 0.0 <= summary[job]["value"] <= 1.0
-
-
-def test_glob_sweeps_over_every_experiment():
-    loader = ConfigLoaderImpl(config_search_path=create_config_search_path(str(CONFIG_DIR)))
-    [override] = OverridesParser.create(config_loader=loader).parse_overrides(["+experiment=glob(*)"])
-    expected = sorted(path.stem for path in (CONFIG_DIR / "experiment").glob("*.yaml"))
-    assert list(override.sweep_string_iterator()) == expected
 
 
 def test_launcher_configs_compose():

@@ -218,3 +218,25 @@ def test_the_plot_command_draws_best_of_n_ppo_and_the_fits(tmp_path):
         ("ppo coef=0.05", "bon"),
         ("ppo coef=0.05", "rl"),
     ]
+
+
+@pytest.mark.slow
+def test_a_seed_multirun_is_summarised_over_seeds(tmp_path):
+    from conftest import CLI_FAST, cli
+
+    result = cli(["-m", "+experiment=ppo_kl", "seed=0,1", *CLI_FAST], cwd=tmp_path, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (summary,) = tmp_path.glob("outputs/ppo_kl/multiruns/*/sweep_summary.md")
+    text = summary.read_text()
+    assert "Over seeds" in text and "| 0,1 | val/gold_reward |" in text
+
+
+@pytest.mark.slow
+def test_ppo_trains_against_an_uncertainty_weighted_ensemble(tmp_path):
+    from conftest import CLI_FAST, cli
+
+    members = "model.reward.names_or_paths=[${asset:tiny-rm},${asset:tiny-rm}]"
+    args = ["+experiment=ppo_nokl", "model=tiny_ensemble", members, "module.reward_aggregation=uncertainty_weighted"]
+    result = cli([*args, *CLI_FAST], cwd=tmp_path, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert list(tmp_path.glob("outputs/ppo_nokl/runs/*/export/config.json"))

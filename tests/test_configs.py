@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import test_bon
 import test_stages_e2e
 import yaml
 from conftest import CLI_FAST, cli, compose_config, logged_names
@@ -46,7 +47,8 @@ def test_a_multirun_over_every_experiment(tmp_path):
 
 
 def test_every_experiment_has_an_end_to_end_run():
-    source = Path(test_stages_e2e.__file__).read_text()
+    # Training stages in test_stages_e2e; the best-of-n evaluation (no training) in test_bon.
+    source = Path(test_stages_e2e.__file__).read_text() + Path(test_bon.__file__).read_text()
     missing = [name for name in EXPERIMENTS if f'"{name}"' not in source]
     assert not missing, f"experiments without a fast end-to-end test: {missing}"
 

@@ -88,9 +88,14 @@ def _sweeper(**settings) -> OptunaSweeper:
             "error: unknown pruner 'asha'; choose one of: none, median, hyperband, successive_halving",
         ),
         (
-            {"pruner": "median", "pruner_options": {"warmup": 3}},
+            {"pruner": "median", "pruner_options": {"median": {"warmup": 3}}},
             "error: pruner 'median' does not take warmup; it takes: n_startup_trials, n_warmup_steps, interval_steps,"
             " n_min_trials",
+        ),
+        (
+            {"pruner_options": {"asha": {}}},
+            "error: hydra.sweeper.pruner_options names no pruner 'asha'; choose among: none, median, hyperband,"
+            " successive_halving",
         ),
         (
             {"direction": ["maximize", "minimise"]},
@@ -123,10 +128,17 @@ def test_grid_sampler_takes_discrete_parameters_only():
     assert isinstance(grid, optuna.samplers.GridSampler)
     with pytest.raises(ConfigError, match="sampler 'grid' needs choice.* interval: lr"):
         make_sampler("grid", 0, 0, {}, parse_search_space({"lr": "interval(0.1, 1)"}, [], parser), 1)
+    space = parse_search_space({"a": "choice(1, 2)"}, [], parser)
     with pytest.raises(
         ConfigError, match="sampler 'random' does not take n_ei_candidates; it takes no further options"
     ):
-        make_sampler("random", 0, 0, {"n_ei_candidates": 3}, parse_search_space({"a": "choice(1, 2)"}, [], parser), 1)
+        make_sampler("random", 0, 0, {"random": {"n_ei_candidates": 3}}, space, 1)
+    # Only the chosen sampler's entry applies: switching sampler never hands it another's options.
+    tpe = make_sampler("tpe", 0, 0, {"tpe": {"n_ei_candidates": 3}, "random": {}}, space, 1)
+    assert tpe._n_ei_candidates == 3
+    assert isinstance(
+        make_sampler("random", 0, 0, {"tpe": {"n_ei_candidates": 3}}, space, 1), optuna.samplers.RandomSampler
+    )
 
 
 def _trial(state: TrialState, batches: int, planned: int, seconds: float):

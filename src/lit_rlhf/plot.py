@@ -144,8 +144,10 @@ def plot_pareto_front(front: dict, path: Path) -> None:
     best = sorted(front["front"], key=lambda row: row["values"][x_name])
     xs, ys = [r["values"][x_name] for r in best], [r["values"][y_name] for r in best]
     axis.plot(xs, ys, marker="o", color="tab:orange", label="Pareto front")
-    for row, x, y in zip(best, xs, ys):
-        axis.annotate(f"#{row['trial']}", (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    for index, (row, x, y) in enumerate(zip(best, xs, ys)):  # labels alternate above and below: neighbours stay legible
+        axis.annotate(
+            f"#{row['trial']}", (x, y), fontsize=7, xytext=(4, 4 if index % 2 else -10), textcoords="offset points"
+        )
     axis.set(
         title=f"Pareto front of study {front['study']} ({len(best)} of {len(front['trials'])} trials)",
         xlabel=f"{x_name} ({x_goal})",

@@ -59,19 +59,25 @@ def build_with_options(kind: str, name: str, cls: type, options: dict[str, Any],
         raise ConfigError(f"{kind} '{name}': {error}") from None
 
 
-def make_pruner(name: str, options: dict[str, Any]):
-    """The Optuna pruner called `name` (a key of PRUNERS), built with `options`.
+def options_of(kind: str, name: str, options_by_name: dict[str, Any], names) -> dict[str, Any]:
+    """The chosen sampler's or pruner's options, from `hydra.sweeper.<kind>_options` (a mapping name -> options),
+    so that switching the sampler or pruner on the command line never hands one the other's settings."""
+    unknown = sorted(set(options_by_name or {}) - set(names))
+    if unknown:
+        raise ConfigError(
+            f"hydra.sweeper.{kind}_options names no {kind} '{unknown[0]}'; choose among: {', '.join(names)}"
+        )
+    return dict((options_by_name or {}).get(name) or {})
 
-    `none` takes no options and ignores them, so `hydra.sweeper.pruner=none` switches off a search's pruner
-    without undoing its settings.
-    """
+
+def make_pruner(name: str, options_by_name: dict[str, Any]):
+    """The Optuna pruner called `name` (a key of PRUNERS), built with its entry of `options_by_name`."""
     if name not in PRUNERS:
         raise ConfigError(f"unknown pruner '{name}'; choose one of: {', '.join(PRUNERS)}")
     import optuna
 
-    if name == "none":
-        return optuna.pruners.NopPruner()
-    return build_with_options("pruner", name, getattr(optuna.pruners, PRUNERS[name]), dict(options or {}))
+    options = options_of("pruner", name, options_by_name, PRUNERS)
+    return build_with_options("pruner", name, getattr(optuna.pruners, PRUNERS[name]), options)
 
 
 def open_storage(url: str):

@@ -18,7 +18,7 @@ import optuna
 from optuna.trial import TrialState
 
 from lit_rlhf.errors import ConfigError
-from lit_rlhf.sweep import build_with_options
+from lit_rlhf.sweep import build_with_options, options_of
 
 from ._search_space import SearchSpace
 
@@ -55,9 +55,10 @@ def owner_is_gone(owner: str | None) -> bool:
 
 
 def make_sampler(
-    name: str, seed: int | None, n_startup_trials: int, options: dict, space: SearchSpace, n_objectives: int
+    name: str, seed: int | None, n_startup_trials: int, options_by_name: dict, space: SearchSpace, n_objectives: int
 ):
-    """The Optuna sampler called `name`, with its seed and options; grid searches get their grid from `space`."""
+    """The Optuna sampler called `name`, with its seed and its entry of `options_by_name`; a grid search gets
+    its grid from `space`."""
     if name not in SAMPLERS:
         raise ConfigError(f"unknown sampler '{name}'; choose one of: {', '.join(SAMPLERS)}")
     if name == "cmaes" and n_objectives > 1:
@@ -72,7 +73,8 @@ def make_sampler(
                 f"sampler 'grid' needs choice(...) or range(...) for every parameter; interval: {', '.join(continuous)}"
             )
         fixed["search_space"] = {param.name: list(param.grid) for param in space.params}
-    return build_with_options("sampler", name, SAMPLERS[name], dict(options or {}), **fixed)
+    options = options_of("sampler", name, options_by_name, SAMPLERS)
+    return build_with_options("sampler", name, SAMPLERS[name], options, **fixed)
 
 
 def grid_size(space: SearchSpace) -> int:

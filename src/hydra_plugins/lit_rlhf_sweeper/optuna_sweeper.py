@@ -77,7 +77,7 @@ class OptunaSweeper(Sweeper):
 
         if self.sampler not in SAMPLERS:
             raise ConfigError(f"unknown sampler '{self.sampler}'; choose one of: {', '.join(SAMPLERS)}")
-        make_pruner(self.pruner, self.pruner_options)  # an unknown name or option
+        make_pruner(self.pruner, self.pruner_options)  # an unknown name, option or options entry
         bad = [direction for direction in self.directions if direction not in DIRECTIONS]
         if bad:
             raise ConfigError(f"unknown direction '{bad[0]}'; choose one of: {', '.join(DIRECTIONS)}")
@@ -118,6 +118,10 @@ class OptunaSweeper(Sweeper):
         space = parse_search_space(self.params, arguments, parser)
         if not space.params:
             raise ConfigError("the search has no parameters: declare them in hydra.sweeper.params or as sweeps")
+        # The sampler's options, checked before anything is written (it is built again below, seeded for the study).
+        _study.make_sampler(
+            self.sampler, self.seed, self.n_startup_trials, self.sampler_options, space, len(self.metrics)
+        )
         sweep_dir = Path(self.config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
@@ -186,7 +190,7 @@ class OptunaSweeper(Sweeper):
             except HydraException as error:
                 for pending in group:
                     _tell(study, pending.number, state=TrialState.FAIL)
-                reason = "; ".join(line.strip() for line in str(error).splitlines() if line.strip())
+                reason = " ".join(line.strip() for line in str(error).splitlines() if line.strip())
                 raise ConfigError(f"trial {trial.number} does not compose: {reason}") from None
 
     def _tell(self, study, trial, job: JobReturn) -> None:

@@ -56,7 +56,8 @@ class OptunaPruning(L.Callback):
         trial_number: this job's trial: its job number (`hydra.job.num`). The study names its metrics;
             the first is reported for pruning.
         pruner: a key of PRUNERS; `none` still reports, so dashboards show the curves.
-        pruner_options: the pruner's constructor arguments, steps in training batches.
+        pruner_options: pruner name -> its constructor arguments (the sweeper's `pruner_options`), steps in
+            training batches.
     """
 
     def __init__(

@@ -107,7 +107,8 @@ def _sweeper(**settings) -> OptunaSweeper:
         ),
         (
             {"pruner": "median"},
-            "error: pruning needs the OptunaPruning callback in callbacks (see conf/hparams_search/ppo_optuna.yaml)",
+            "error: pruning needs the OptunaPruning callback in callbacks"
+            " (see lit_rlhf/conf/hparams_search/ppo_optuna.yaml)",
         ),
     ],
 )

@@ -6,7 +6,7 @@ ended: with its metric values, pruned (the job raised `optuna.TrialPruned`, see
 `lit_rlhf.callbacks.OptunaPruning`) or failed (any other error: the search goes on, and
 `lit_rlhf.sweep.SweepSummary` reports it). The search stops once the study holds `n_trials` finished
 trials, counting those of earlier runs and of other processes sharing the study, so the same command
-restarted after a kill continues where it stopped. Selected by conf/hydra/sweeper/optuna.yaml.
+restarted after a kill continues where it stopped. Selected by lit_rlhf/conf/hydra/sweeper/optuna.yaml.
 """
 
 from __future__ import annotations
@@ -98,7 +98,8 @@ class OptunaSweeper(Sweeper):
         if (self.pruner != "none" or len(self.metrics) > 1) and not self._has_trial_callback():
             reason = "pruning" if self.pruner != "none" else "a multi-objective search"
             raise ConfigError(
-                f"{reason} needs the OptunaPruning callback in callbacks (see conf/hparams_search/ppo_optuna.yaml)"
+                f"{reason} needs the OptunaPruning callback in callbacks "
+                "(see lit_rlhf/conf/hparams_search/ppo_optuna.yaml)"
             )
         if self.n_trials < 1 or self.n_jobs < 1:
             raise ConfigError(f"n_trials and n_jobs must be >= 1, got {self.n_trials} and {self.n_jobs}")

@@ -54,7 +54,13 @@ def test_every_experiment_has_an_end_to_end_run():
 
 
 # The experiment each search is written for.
-SEARCH_EXPERIMENT = {"ppo_optuna": "ppo_kl", "dpo_optuna": "dpo", "rm_optuna": "rm_tiny"}
+SEARCH_EXPERIMENT = {
+    "ppo_optuna": "ppo_kl",
+    "ppo_pareto": "ppo_kl",
+    "dpo_optuna": "dpo",
+    "rm_optuna": "rm_tiny",
+    "sft_optuna": "sft_tiny",
+}
 
 
 @pytest.mark.parametrize("search", SEARCHES)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import site
 import subprocess
 import sys
@@ -29,9 +30,14 @@ module:
 
 @pytest.mark.slow
 def test_a_wheel_runs_from_another_directory_with_a_users_experiment(tmp_path):
+    # Built from a copy of the sources, so the build leaves nothing in the checkout.
+    project = tmp_path / "project"
+    shutil.copytree(ROOT / "src", project / "src", ignore=shutil.ignore_patterns("*.egg-info", "__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, project / name)
     wheels = tmp_path / "wheels"
     build = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(wheels)]
-    subprocess.run([*build, str(ROOT)], check=True, capture_output=True, timeout=300)
+    subprocess.run([*build, str(project)], check=True, capture_output=True, timeout=300)
     [wheel] = wheels.glob("lit_rlhf-*.whl")
 
     # A fresh environment with the wheel installed in it; the heavy dependencies come from this one's

@@ -57,7 +57,11 @@ def test_a_wheel_runs_from_another_directory_with_a_users_experiment(tmp_path):
     python = venv / "bin" / "python"
     env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
     where = subprocess.run(
-        [python, "-c", "import lit_rlhf; print(lit_rlhf.__file__)"], cwd=workdir, env=env, capture_output=True, text=True
+        [python, "-c", "import lit_rlhf; print(lit_rlhf.__file__)"],
+        cwd=workdir,
+        env=env,
+        capture_output=True,
+        text=True,
     )
     assert where.stdout.startswith(str(purelib)), where.stdout + where.stderr
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import csv
 import os
 import subprocess
-import tempfile
 import sys
+import tempfile
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -66,3 +66,20 @@ def test_a_run_on_data_without_a_gold_reward_exits_zero(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert "optimized_metric 'val/gold_accuracy' was not logged" in result.stdout + result.stderr
     assert list(tmp_path.glob("outputs/rm_tiny/runs/*/export/config.json"))
+
+
+def test_inside_a_search_a_trial_without_its_metric_is_recorded_as_failed(capsys):
+    """The run itself finishes (exit 0, a warning); the search records the trial as failed and says why."""
+    import optuna
+    from hydra.core.utils import JobReturn, JobStatus
+    from optuna.trial import TrialState
+
+    from hydra_plugins.lit_rlhf_sweeper.optuna_sweeper import OptunaSweeper
+
+    study = optuna.create_study(storage=optuna.storages.InMemoryStorage())
+    trial = study.ask()
+    sweeper = OptunaSweeper.__new__(OptunaSweeper)  # only the metric names matter to _tell
+    sweeper.metrics = ["val/gold_accuracy"]
+    sweeper._tell(study, trial, JobReturn(status=JobStatus.COMPLETED, _return_value=None))
+    assert study.trials[0].state == TrialState.FAIL
+    assert f"trial {trial.number} gave no value of val/gold_accuracy: recorded as failed" in capsys.readouterr().out

@@ -139,6 +139,19 @@ def _is_pruned(outcome: object) -> bool:
     return optuna is not None and isinstance(outcome, optuna.TrialPruned)
 
 
+def job_records(sweep_dir: Path) -> list[Path]:
+    """The record files of this sweep's jobs.
+
+    A sweep over several experiments (`+experiment=glob(*)`) puts each job under its own task's folder,
+    `outputs/<task>/multiruns/<start time>/<job>`, while the sweep's own folder is named by the primary
+    config's task: its siblings of the same start time are searched too.
+    """
+    folders = {sweep_dir}
+    if len(sweep_dir.parents) >= 3 and sweep_dir.parent.name == "multiruns":
+        folders |= set(sweep_dir.parents[2].glob(f"*/multiruns/{sweep_dir.name}"))
+    return sorted(path for folder in folders for path in folder.rglob(JOB_RECORD))
+
+
 class SweepSummary(Callback):
     """Per-job records and the end-of-sweep summary (multiruns only)."""
 
@@ -170,9 +183,10 @@ class SweepSummary(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
-        records = [json.loads(path.read_text()) for path in sweep_dir.rglob(JOB_RECORD)]
+        records = [json.loads(path.read_text()) for path in job_records(sweep_dir)]
         if not records:
             return
+        sweep_dir.mkdir(parents=True, exist_ok=True)
         table = summary_table(records)
         by_seed = seed_group_table(records)
         if by_seed:

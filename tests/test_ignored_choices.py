@@ -56,7 +56,8 @@ def plain_policy_loss(module, experience) -> torch.Tensor:
     """PPO-Clip alone on the experience, recomputed from the policy: what the actor loss adds terms to."""
     mask, start = experience.response_mask, experience.prompt_length - 1
     logprobs, _ = sequence_token_logprobs(module.policy, experience.sequences, experience.attention_mask, start)
-    return clipped_policy_loss(logprobs, experience.old_logprobs, experience.advantages, mask, module.clip_eps).loss
+    eps = module.trust_region.clip.eps_low
+    return clipped_policy_loss(logprobs, experience.old_logprobs, experience.advantages, mask, eps)
 
 
 def rollout(module, batch, monkeypatch):

@@ -28,7 +28,7 @@ ALLOWED_IMPORTS = {
     "task": {"task", "data", "errors"},
     "losses": {"losses", "ops", "errors"},
     "regularizers": {"regularizers", "ops", "data", "errors"},
-    "rl": {"rl", "ops", "errors"},
+    "rl": {"rl", "losses", "ops", "errors"},
 }
 
 

@@ -2,8 +2,9 @@
 
 Schulman et al. 2017, "Proximal Policy Optimization Algorithms", in the token-
 level form of RLHF code (DeepSpeed-Chat's `actor_loss_fn`/`critic_loss_fn`,
-TRL): every response token is one action, and losses are masked means over
-the real tokens of the batch.
+TRL): every response token is one action. The policy surrogate is returned per
+token; how tokens and responses are weighed is the `loss_aggregation` group's job
+(`ops/aggregation.py`), and which constraint applies is `rl/trust_region.py`'s.
 """
 
 from __future__ import annotations
@@ -16,10 +17,9 @@ from torch import Tensor
 from lit_rlhf.ops.masking import masked_mean, masked_var
 
 
-class PolicyLoss(NamedTuple):
-    loss: Tensor  # scalar, differentiable
-    clipfrac: Tensor  # scalar, fraction of tokens where the clipped branch is active
-    approx_kl: Tensor  # scalar, detached k3 estimate of KL(π_old ‖ π) on the tokens
+class ClippedSurrogate(NamedTuple):
+    loss: Tensor  # (B, T) per-token loss, to be aggregated over the mask
+    clipped: Tensor  # (B, T) bool, where a clip (the ratio's or the dual one) is active
 
 
 class ValueLoss(NamedTuple):
@@ -27,38 +27,94 @@ class ValueLoss(NamedTuple):
     clipfrac: Tensor  # scalar, fraction of tokens where the clipped value is active
 
 
-def clipped_policy_loss(
-    logprobs: Tensor, old_logprobs: Tensor, advantages: Tensor, mask: Tensor, clip_eps: float
-) -> PolicyLoss:
-    """PPO-Clip: masked mean of max(-A·ρ, -A·clip(ρ, 1-ε, 1+ε)), ρ = π/π_old.
+def token_log_ratio(logprobs: Tensor, old_logprobs: Tensor, mask: Tensor) -> Tensor:
+    """log ρ_t = log π_θ(y_t) - log π_old(y_t), 0 on padding. (B, T) -> (B, T).
 
-    Schulman et al. 2017, "Proximal Policy Optimization Algorithms". The max of
-    the negated objectives is the min of the objectives: the pessimistic bound,
-    so a token whose ratio already moved past 1±ε in the advantage's direction
-    stops contributing gradient.
+    Zeroing padding before anything calls exp(): garbage there must not overflow.
+    """
+    return torch.where(mask.bool(), logprobs - old_logprobs, torch.zeros_like(logprobs))
+
+
+def sequence_log_ratio(logprobs: Tensor, old_logprobs: Tensor, mask: Tensor) -> Tensor:
+    """GSPO-token's log s_{i,t}: the value of the sequence's length-normalised log-ratio on every token.
+
+    Zheng et al. 2025, "Group Sequence Policy Optimization": s_i = (π(y_i)/π_old(y_i))^{1/|y_i|}, and
+    s_{i,t} = sg[s_i] · π(y_t)/sg[π(y_t)], whose value is s_i and whose gradient is s_i·∇log π(y_t). With
+    one advantage per response and `seq_mean_token_mean` aggregation this is GSPO's sequence objective.
 
     Args:
-        logprobs: (B, T) log π_θ of the taken tokens (with grad).
-        old_logprobs: (B, T) log π_old at rollout time.
-        advantages: (B, T).
-        mask: (B, T) real response tokens.
-        clip_eps: ε > 0.
+        logprobs: (B, T) with grad; old_logprobs: (B, T); mask: (B, T).
 
     Returns:
-        PolicyLoss(loss, clipfrac, approx_kl), all scalars.
+        (B, T), 0 on padding.
     """
     keep = mask.bool()
-    # Zero the log-ratio on padding before exp(): garbage there must not overflow.
-    log_ratio = torch.where(keep, logprobs - old_logprobs, torch.zeros_like(logprobs))
-    ratio = torch.exp(log_ratio)
+    per_token = token_log_ratio(logprobs, old_logprobs, mask)
+    lengths = keep.sum(dim=1, keepdim=True).clamp(min=1)
+    sequence = (per_token.sum(dim=1, keepdim=True) / lengths).detach()  # (B, 1) log s_i
+    return torch.where(keep, sequence + logprobs - logprobs.detach(), torch.zeros_like(logprobs))
+
+
+def clipped_surrogate(
+    ratio: Tensor, advantages: Tensor, eps_low: float, eps_high: float, dual_clip: float | None
+) -> ClippedSurrogate:
+    """Per-token PPO-Clip loss max(-A·ρ, -A·clip(ρ, 1-ε_low, 1+ε_high)), optionally dual-clipped.
+
+    Schulman et al. 2017, "Proximal Policy Optimization Algorithms": the max of the negated
+    objectives is the pessimistic bound, so a token whose ratio already moved past the clip in the
+    advantage's direction stops contributing gradient. ε_high > ε_low is DAPO's clip-higher (Yu et
+    al. 2025), which leaves low-probability tokens room to grow. Dual-clip (Ye et al. 2020, "Mastering
+    Complex Control in MOBA Games with Deep Reinforcement Learning") caps the loss of a negative
+    advantage at -c·A, so a huge ratio on a bad token cannot blow the update up.
+
+    Args:
+        ratio: (B, T) ρ (with grad); advantages: (B, T).
+        eps_low, eps_high: the clip range [1-ε_low, 1+ε_high].
+        dual_clip: c > 1, or None for no dual clip.
+
+    Returns:
+        ClippedSurrogate(loss (B, T), clipped (B, T) bool).
+    """
     unclipped = -advantages * ratio
-    clipped = -advantages * torch.clamp(ratio, 1.0 - clip_eps, 1.0 + clip_eps)
-    loss = masked_mean(torch.maximum(unclipped, clipped), keep)
-    with torch.no_grad():
-        clipfrac = masked_mean((clipped > unclipped).to(ratio.dtype), keep)
-        # (ρ - 1) - log ρ ≥ 0: Schulman's k3 for KL(π_old ‖ π) on tokens sampled from π_old.
-        approx_kl = masked_mean((ratio - 1.0) - log_ratio, keep)
-    return PolicyLoss(loss, clipfrac, approx_kl)
+    clipped = -advantages * torch.clamp(ratio, 1.0 - eps_low, 1.0 + eps_high)
+    loss = torch.maximum(unclipped, clipped)
+    active = clipped > unclipped
+    if dual_clip is not None:
+        cap = -dual_clip * advantages
+        capped = (advantages < 0) & (loss > cap)
+        loss = torch.where(capped, cap, loss)
+        active = active | capped
+    return ClippedSurrogate(loss, active)
+
+
+def old_policy_kl(log_ratio: Tensor) -> Tensor:
+    """Per-token k3 estimate of KL(π_old ‖ π_θ) on tokens sampled from π_old: (ρ - 1) - log ρ ≥ 0.
+
+    Schulman 2020, "Approximating KL Divergence", with the roles of the two policies swapped; the
+    quantity PPO-Penalty constrains (Schulman et al. 2017 §4) and TRL logs as `approx_kl`.
+
+    Args:
+        log_ratio: (B, T) log π_θ - log π_old (with grad when it is a loss), 0 on padding.
+
+    Returns:
+        (B, T).
+    """
+    return torch.expm1(log_ratio) - log_ratio
+
+
+def clipped_policy_loss(
+    logprobs: Tensor, old_logprobs: Tensor, advantages: Tensor, mask: Tensor, clip_eps: float
+) -> Tensor:
+    """Symmetric token-level PPO-Clip, the token mean over the mask: the textbook form, a reference for tests.
+
+    Args:
+        logprobs: (B, T) log π_θ (with grad); old_logprobs, advantages, mask: (B, T); clip_eps: ε.
+
+    Returns:
+        Scalar loss.
+    """
+    ratio = torch.exp(token_log_ratio(logprobs, old_logprobs, mask))
+    return masked_mean(clipped_surrogate(ratio, advantages, clip_eps, clip_eps, None).loss, mask)
 
 
 def clipped_value_loss(values: Tensor, old_values: Tensor, returns: Tensor, mask: Tensor, clip_eps: float) -> ValueLoss:

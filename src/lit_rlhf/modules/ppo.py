@@ -19,6 +19,7 @@ a metric: everything is masked with `Experience.response_mask`.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import time
 from collections import defaultdict
 from typing import Callable, Sequence
@@ -29,7 +30,7 @@ from torchmetrics import MeanMetric
 
 from lit_rlhf.data.batches import PPOBatch, PromptBatch, SFTBatch
 from lit_rlhf.errors import ConfigError
-from lit_rlhf.losses.ppo import clipped_policy_loss, clipped_value_loss, explained_variance
+from lit_rlhf.losses.ppo import clipped_value_loss, explained_variance, old_policy_kl, token_log_ratio
 from lit_rlhf.modules.common import (
     build_optimizer,
     disable_dropout,
@@ -43,8 +44,8 @@ from lit_rlhf.ops.generation import Generation, SamplingConfig, decode_responses
 from lit_rlhf.ops.logprobs import entropy_from_logits
 from lit_rlhf.ops.masking import last_true_index, masked_mean, masked_sum
 from lit_rlhf.overoptimization.ensemble import RewardEnsemble, reward_source
-from lit_rlhf.regularizers.kl.estimators import kl_k1
 from lit_rlhf.rl.experience import Experience
+from lit_rlhf.rl.reward_shaping import ScoreShaping
 
 TextReward = Callable[[Sequence[str], Sequence[str]], torch.Tensor]
 
@@ -62,17 +63,22 @@ class PPOModule(L.LightningModule):
         reward_aggregation: how an ensemble's scores combine: mean, min or uncertainty_weighted (mean − λ·std;
             Coste et al. 2023, "Reward Model Ensembles Help Mitigate Overoptimization").
         uncertainty_penalty: λ of uncertainty_weighted.
-        kl: `regularizer/kl` object (placement, estimator, controller).
+        kl: `regularizer/kl` object (placement, estimator, controller, gradient).
         ptx: `regularizer/ptx` object (pretraining-gradient mix or none).
         advantage: `advantage` object (GAE or a critic-free estimator) with `samples_per_prompt`.
+        trust_region: `trust_region` object: PPO-Clip (asymmetric, dual), PPO-Penalty or both; token or
+            sequence ratio.
+        loss_aggregation: `loss_aggregation` object: how the policy and KL terms weigh tokens and responses.
         actor_optimizer, critic_optimizer: Hydra `_partial_` optimizer factories.
         sampling: temperature, top-k/top-p and max_new_tokens of rollouts and validation samples.
         extra_stop_token_ids: stop tokens besides the tokenizer's EOS.
         ppo_epochs, num_minibatches: passes over each rollout batch, and minibatches per pass.
-        clip_eps, value_clip_eps: PPO ratio clip and value clip.
+        value_clip_eps: the critic's value clip.
         entropy_coef: entropy bonus weight (0 = none).
         max_grad_norm: gradient clipping for both actor and critic.
         missing_eos_penalty: subtracted from the score of responses that never stop (0 = none).
+        reward_clip: clamp the (normalised) score to [-c, c] (DeepSpeed-Chat), or None.
+        normalize_rewards: divide the score's deviation from its running mean by its running std.
         log_samples_every_n_steps: how often a table of sample generations is logged.
         skip_nonfinite_updates: skip (True) or stop on (False) a non-finite reward, advantage or loss.
         seed: seed of the validation samples.
@@ -88,16 +94,19 @@ class PPOModule(L.LightningModule):
         kl,
         ptx,
         advantage,
+        trust_region,
+        loss_aggregation,
         actor_optimizer,
         sampling: SamplingConfig,
         extra_stop_token_ids: list[int],
         ppo_epochs: int,
         num_minibatches: int,
-        clip_eps: float,
         value_clip_eps: float,
         entropy_coef: float,
         max_grad_norm: float,
         missing_eos_penalty: float,
+        reward_clip: float | None,
+        normalize_rewards: bool,
         log_samples_every_n_steps: int,
         skip_nonfinite_updates: bool,
         seed: int,
@@ -128,17 +137,22 @@ class PPOModule(L.LightningModule):
             if model is not None:
                 disable_dropout(model)
         self.kl, self.ptx, self.advantage = kl, ptx, advantage
+        self.trust_region, self.aggregate = trust_region, loss_aggregation
+        self.score_shaping = ScoreShaping(reward_clip, normalize_rewards)
         self.actor_optimizer_factory, self.critic_optimizer_factory = actor_optimizer, critic_optimizer
         self.sampling = sampling
         self.stop_token_ids = [tokenizer.eos_token_id, *extra_stop_token_ids]
         self.ppo_epochs, self.num_minibatches = ppo_epochs, num_minibatches
-        self.clip_eps, self.value_clip_eps = clip_eps, value_clip_eps
+        self.value_clip_eps = value_clip_eps
         self.entropy_coef, self.max_grad_norm = entropy_coef, max_grad_norm
         self.missing_eos_penalty = missing_eos_penalty
         self.log_samples_every_n_steps = log_samples_every_n_steps
         self.skip_nonfinite_updates, self.seed = skip_nonfinite_updates, seed
         self.val_metrics = torch.nn.ModuleDict(
-            {name: MeanMetric() for name in ("reward", "gold_reward", "kl", "response_length", "eos_fraction")}
+            {
+                name: MeanMetric()
+                for name in ("reward", "gold_reward", "kl", "kl_k1", "kl_k3", "response_length", "eos_fraction")
+            }
         )
 
     # ----------------------------------------------------------------- rollout
@@ -179,13 +193,16 @@ class PPOModule(L.LightningModule):
             values = scalar_head_outputs(self.critic, generation.sequences, generation.attention_mask)[:, start:-1]
             values = values.masked_fill(~mask, 0.0)
         raw_scores = self.score(generation, prompts, responses)
-        scores = raw_scores - self.missing_eos_penalty * (~generation.has_stop).float()
+        scores = self.score_shaping(self.with_missing_eos_penalty(raw_scores, generation), update=True)
 
         per_token_kl = self.kl.measure(old_logprobs, ref_logprobs, mask, logits, ref_logits)
-        token_rewards = -self.kl.reward_penalty(per_token_kl)
+        token_rewards = -self.kl.reward_penalty(per_token_kl, mask)
         last = last_true_index(mask)
         token_rewards[torch.arange(len(last), device=self.device), last] += scores
-        advantages, returns = self.advantage(token_rewards, values, mask)
+        baseline = {}
+        if self.advantage.needs_greedy_baseline:
+            baseline["greedy_scores"] = self.greedy_scores(batch).repeat_interleave(repeats, 0)
+        advantages, returns = self.advantage(token_rewards, values, mask, **baseline)
 
         experience = Experience(
             sequences=generation.sequences,
@@ -201,6 +218,7 @@ class PPOModule(L.LightningModule):
         metrics = {
             **self.kl.rollout_metrics(per_token_kl, old_logprobs, ref_logprobs, mask),
             "reward": raw_scores.mean(),
+            "reward_shaped": scores.mean(),
             "reward_total": masked_sum(token_rewards, mask, dim=1).mean(),
             "response_length": mask.sum(1).float().mean(),
             "eos_fraction": generation.has_stop.float().mean(),
@@ -210,7 +228,22 @@ class PPOModule(L.LightningModule):
         if values is not None:
             metrics["explained_variance"] = explained_variance(values, returns, mask)
             metrics["value_mean"] = masked_mean(values, mask)
+        if "greedy_scores" in baseline:
+            metrics["greedy_reward"] = baseline["greedy_scores"].mean()
         return experience, metrics, prompts, responses
+
+    def with_missing_eos_penalty(self, scores: torch.Tensor, generation: Generation) -> torch.Tensor:
+        return scores - self.missing_eos_penalty * (~generation.has_stop).float()
+
+    @torch.no_grad()
+    def greedy_scores(self, batch: PromptBatch) -> torch.Tensor:
+        """(P,) the shaped score of the greedy response to each prompt: the self-critical baseline (ReMax)."""
+        greedy = dataclasses.replace(self.sampling, temperature=0.0)
+        pad = self.tokenizer.pad_token_id
+        generation = generate(self.policy, batch.input_ids, batch.attention_mask, greedy, self.stop_token_ids, pad)
+        responses = decode_responses(self.tokenizer, generation)
+        scores = self.with_missing_eos_penalty(self.score(generation, batch.prompts, responses), generation)
+        return self.score_shaping(scores, update=False)
 
     @torch.no_grad()
     def reference_forward(
@@ -236,19 +269,25 @@ class PPOModule(L.LightningModule):
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         mask, start = minibatch.response_mask, minibatch.prompt_length - 1
         logprobs, logits = sequence_token_logprobs(self.policy, minibatch.sequences, minibatch.attention_mask, start)
-        policy = clipped_policy_loss(logprobs, minibatch.old_logprobs, minibatch.advantages, mask, self.clip_eps)
+        policy_loss, policy_metrics = self.trust_region.policy_loss(
+            logprobs, minibatch.old_logprobs, minibatch.advantages, mask, self.aggregate
+        )
         # Without an entropy bonus the entropy is a metric: no graph through a softmax over (B, R, V).
         with torch.set_grad_enabled(torch.is_grad_enabled() and self.entropy_coef != 0):
             entropy = masked_mean(entropy_from_logits(logits), mask)
         kl_term = self.kl.loss_term(
-            logprobs, minibatch.ref_logprobs, minibatch.old_logprobs, mask, logits, self.reference_logits(minibatch)
+            logprobs,
+            minibatch.ref_logprobs,
+            minibatch.old_logprobs,
+            mask,
+            logits,
+            self.reference_logits(minibatch),
+            self.aggregate,
         )
         ptx_term = self.ptx.loss_term(self.policy, pretrain)
-        loss = policy.loss - self.entropy_coef * entropy + kl_term.loss + ptx_term.loss
+        loss = policy_loss - self.entropy_coef * entropy + kl_term.loss + ptx_term.loss
         metrics = {
-            "policy_loss": policy.loss.detach(),
-            "clipfrac": policy.clipfrac,
-            "approx_kl": policy.approx_kl,
+            **policy_metrics,
             "entropy": entropy.detach(),
             **kl_term.metrics,
             **ptx_term.metrics,
@@ -302,7 +341,23 @@ class PPOModule(L.LightningModule):
         steps = self.ppo_epochs * self.num_minibatches - skipped
         means = {name: torch.tensor(total / steps) for name, total in sums.items()} if steps else {}
         means["skipped_updates"] = torch.tensor(float(skipped))
+        if self.trust_region.needs_kl_after_update:
+            kl_after = self.kl_to_rollout_policy(experience, minibatch_size)
+            self.trust_region.update(kl_after)
+            means["trust_region_kl"] = torch.tensor(kl_after)
         return means
+
+    @torch.no_grad()
+    def kl_to_rollout_policy(self, experience: Experience, chunk_size: int) -> float:
+        """Mean KL(π_old ‖ π_θ) per response token after the update (PPO-Penalty's d), in chunks."""
+        total, tokens = 0.0, 0
+        for index in torch.arange(len(experience), device=self.device).split(chunk_size):
+            chunk = experience.select(index)
+            mask, start = chunk.response_mask, chunk.prompt_length - 1
+            logprobs, _ = sequence_token_logprobs(self.policy, chunk.sequences, chunk.attention_mask, start)
+            total += float(masked_sum(old_policy_kl(token_log_ratio(logprobs, chunk.old_logprobs, mask)), mask))
+            tokens += int(mask.sum())
+        return total / max(tokens, 1)
 
     def training_step(self, batch: PPOBatch, batch_idx: int) -> None:
         started = time.perf_counter()
@@ -336,11 +391,14 @@ class PPOModule(L.LightningModule):
             self.seed + batch_idx,
         )
         mask, start = generation.response_mask, generation.prompt_length - 1
-        logprobs, _ = sequence_token_logprobs(self.policy, generation.sequences, generation.attention_mask, start)
-        ref_logprobs, _ = self.reference_forward(generation.sequences, generation.attention_mask, start)
+        logprobs, logits = sequence_token_logprobs(self.policy, generation.sequences, generation.attention_mask, start)
+        ref_logprobs, ref_logits = self.reference_forward(generation.sequences, generation.attention_mask, start)
+        per_token_kl = self.kl.measure(logprobs, ref_logprobs, mask, logits, ref_logits)
         metrics = self.val_metrics
         metrics["reward"].update(self.score(generation, batch.prompts, responses))
-        metrics["kl"].update(masked_sum(kl_k1(logprobs, ref_logprobs), mask, dim=1))
+        # val/kl by the configured estimator, as train/kl; val/kl_k1 and val/kl_k3 compare across runs.
+        for name, kl in self.kl.sequence_kls(per_token_kl, logprobs, ref_logprobs, mask).items():
+            metrics[name].update(kl)
         metrics["response_length"].update(mask.sum(1).float())
         metrics["eos_fraction"].update(generation.has_stop.float())
         if self.gold_reward is not None:
@@ -365,10 +423,14 @@ class PPOModule(L.LightningModule):
         frozen = ("reference.", "reward_model.")
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if not k.startswith(frozen)}
         checkpoint["kl_penalty"] = self.kl.state_dict()
+        checkpoint["trust_region"] = self.trust_region.state_dict()
+        checkpoint["score_shaping"] = self.score_shaping.state_dict()
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         # Checkpoints written before the KL penalty owned its state kept the controller's under another key.
         self.kl.load_state_dict(checkpoint.get("kl_penalty", checkpoint.get("kl_controller", {})))
+        self.trust_region.load_state_dict(checkpoint.get("trust_region", {}))
+        self.score_shaping.load_state_dict(checkpoint.get("score_shaping", {}))
 
     def export_model(self):
         return self.policy

@@ -13,7 +13,10 @@ from lit_rlhf.ops.masking import response_mask
 
 @dataclass(frozen=True)
 class SamplingConfig:
-    """How responses are sampled (HF generate semantics: top_k=0 and top_p=1.0 disable those filters)."""
+    """How responses are sampled (HF generate semantics: top_k=0 and top_p=1.0 disable those filters).
+
+    temperature=0 decodes greedily (the self-critical baseline's response).
+    """
 
     max_new_tokens: int
     temperature: float
@@ -54,14 +57,16 @@ def generate(
     pad_token_id: int,
 ) -> Generation:
     """Sample one response per prompt row (repeat rows beforehand for several per prompt)."""
+    if sampling.temperature > 0:
+        decoding = dict(do_sample=True, temperature=sampling.temperature, top_k=sampling.top_k, top_p=sampling.top_p)
+    else:
+        # Greedy: HF warns about sampling flags given without sampling, so none are passed.
+        decoding = dict(do_sample=False, temperature=None, top_k=None, top_p=None)
     sequences = policy.generate(
         input_ids=prompt_ids,
         attention_mask=prompt_mask,
-        do_sample=True,
         max_new_tokens=sampling.max_new_tokens,
-        temperature=sampling.temperature,
-        top_k=sampling.top_k,
-        top_p=sampling.top_p,
+        **decoding,
         eos_token_id=list(stop_token_ids),
         pad_token_id=pad_token_id,
         use_cache=True,

@@ -157,6 +157,7 @@ class GAE:
     """
 
     needs_critic: bool = True
+    needs_greedy_baseline: bool = False
     samples_per_prompt: int = 1
 
     def __init__(self, gamma: float, lam: float, whiten: bool) -> None:
@@ -191,6 +192,7 @@ class ReinforceBaseline:
     """
 
     needs_critic: bool = False
+    needs_greedy_baseline: bool = False
 
     def __init__(self, samples_per_prompt: int, whiten: bool) -> None:
         self.samples_per_prompt = _check_samples_per_prompt(samples_per_prompt, 1, "ReinforceBaseline")
@@ -216,6 +218,7 @@ class RLOO:
     """
 
     needs_critic: bool = False
+    needs_greedy_baseline: bool = False
 
     def __init__(self, samples_per_prompt: int, whiten: bool) -> None:
         self.samples_per_prompt = _check_samples_per_prompt(samples_per_prompt, 2, "RLOO")
@@ -242,6 +245,7 @@ class GroupRelative:
     """
 
     needs_critic: bool = False
+    needs_greedy_baseline: bool = False
 
     def __init__(self, samples_per_prompt: int, eps: float, scale: bool) -> None:
         self.samples_per_prompt = _check_samples_per_prompt(samples_per_prompt, 2, "GroupRelative")
@@ -252,4 +256,34 @@ class GroupRelative:
         """token_rewards, mask: (B, T) with B a multiple of k; values ignored -> advantages (B, T), None."""
         scores = _sequence_scores(token_rewards, mask)
         advantages = group_relative_advantages(scores, self.samples_per_prompt, self.eps, self.scale)
+        return _broadcast_over_tokens(advantages, mask), None
+
+
+class ReMax:
+    """Self-critical baseline: each response's return minus the score of the greedy response to its prompt.
+
+    Rennie et al. 2017, "Self-critical Sequence Training for Image Captioning"; Li et al. 2023, "ReMax:
+    A Simple, Effective, and Efficient Reinforcement Learning Method for Aligning Large Language Models".
+    The greedy response depends only on the prompt, so the baseline leaves the gradient unbiased; the
+    module generates and scores it (`needs_greedy_baseline`), with the same shaping as the samples.
+
+    Args:
+        samples_per_prompt: sampled responses per prompt (ReMax: 1); all share the prompt's greedy baseline.
+        whiten: normalise the sequence advantages over the batch's responses.
+    """
+
+    needs_critic: bool = False
+    needs_greedy_baseline: bool = True
+
+    def __init__(self, samples_per_prompt: int, whiten: bool) -> None:
+        self.samples_per_prompt = _check_samples_per_prompt(samples_per_prompt, 1, "ReMax")
+        self.whiten = whiten
+
+    def __call__(
+        self, token_rewards: Tensor, values: Tensor | None, mask: Tensor, greedy_scores: Tensor
+    ) -> tuple[Tensor, None]:
+        """token_rewards, mask: (B, T); greedy_scores: (B,), each row's prompt's greedy score -> (B, T), None."""
+        advantages = _sequence_scores(token_rewards, mask) - greedy_scores
+        if self.whiten:
+            advantages = _whiten_sequences(advantages)
         return _broadcast_over_tokens(advantages, mask), None

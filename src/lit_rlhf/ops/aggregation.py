@@ -1,0 +1,80 @@
+"""How a (B, T) per-token loss becomes the scalar that is backpropagated: the `loss_aggregation` group.
+
+The choice decides how much each token and each response weighs, so it changes the gradient, not
+only its scale, once responses differ in length. With a mask m and |o_i| = Σ_t m_it:
+
+- token_mean               Σ_it m·l / Σ_it m         every token of the batch counts the same (DAPO);
+- seq_mean_token_mean      1/B Σ_i (Σ_t m·l / |o_i|)  every response counts the same (GRPO's 1/|o_i|);
+- seq_mean_token_sum       1/B Σ_i Σ_t m·l            a response counts by its length;
+- seq_mean_token_sum_norm  1/(B·L) Σ_i Σ_t m·l        Dr. GRPO's constant normaliser L (the generation
+                                                      budget), so no length bias (Liu et al. 2025,
+                                                      "Understanding R1-Zero-Like Training").
+"""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from lit_rlhf.ops.masking import masked_mean, masked_sum
+
+
+def token_mean(values: Tensor, mask: Tensor) -> Tensor:
+    """Σ m·l / Σ m over the whole batch. (B, T) -> scalar."""
+    return masked_mean(values, mask)
+
+
+def seq_mean_token_mean(values: Tensor, mask: Tensor) -> Tensor:
+    """Mean over responses of each response's token mean (Shao et al. 2024, GRPO). (B, T) -> scalar.
+
+    A response with no real token contributes 0 (its length is clamped to 1).
+    """
+    lengths = mask.sum(dim=1).clamp(min=1).to(values.dtype)
+    return (masked_sum(values, mask, dim=1) / lengths).mean()
+
+
+def seq_mean_token_sum(values: Tensor, mask: Tensor) -> Tensor:
+    """Mean over responses of each response's token sum. (B, T) -> scalar."""
+    return masked_sum(values, mask, dim=1).mean()
+
+
+def seq_mean_token_sum_norm(values: Tensor, mask: Tensor, normalizer: float) -> Tensor:
+    """Σ_i Σ_t m·l / (B · L) with a constant L (Liu et al. 2025, Dr. GRPO). (B, T) -> scalar."""
+    return masked_sum(values, mask, dim=1).sum() / (values.shape[0] * normalizer)
+
+
+class TokenMean:
+    """Every real token of the minibatch weighs the same (the default; DAPO's token-level loss)."""
+
+    def __call__(self, values: Tensor, mask: Tensor) -> Tensor:
+        return token_mean(values, mask)
+
+
+class SeqMeanTokenMean:
+    """Every response weighs the same, its tokens averaged (GRPO, Shao et al. 2024)."""
+
+    def __call__(self, values: Tensor, mask: Tensor) -> Tensor:
+        return seq_mean_token_mean(values, mask)
+
+
+class SeqMeanTokenSum:
+    """Each response's tokens summed, then averaged over responses."""
+
+    def __call__(self, values: Tensor, mask: Tensor) -> Tensor:
+        return seq_mean_token_sum(values, mask)
+
+
+class SeqMeanTokenSumNorm:
+    """Token sums divided by a constant L, not by the length (Dr. GRPO, Liu et al. 2025).
+
+    Args:
+        normalizer: L > 0, usually the generation budget (max_new_tokens).
+    """
+
+    def __init__(self, normalizer: float):
+        if not normalizer > 0:
+            raise ValueError(f"SeqMeanTokenSumNorm: normalizer must be > 0, got {normalizer}")
+        self.normalizer = float(normalizer)
+
+    def __call__(self, values: Tensor, mask: Tensor) -> Tensor:
+        return seq_mean_token_sum_norm(values, mask, self.normalizer)
+

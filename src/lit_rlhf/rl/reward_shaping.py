@@ -1,0 +1,87 @@
+"""What happens to the reward model's score before it becomes a reward: normalisation and clipping.
+
+Scores from a learned reward model have an arbitrary offset and scale, and a few extreme ones can
+dominate an update. DeepSpeed-Chat clips them (`clip_reward_value`, seed 003); TRL's PPO and OpenRLHF
+normalise them by running statistics (`use_score_scaling`/`use_score_norm`, `normalize_reward`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from lit_rlhf.errors import ConfigError
+
+
+class RunningMoments:
+    """Mean and variance of every score seen so far, merged batch by batch.
+
+    Chan, Golub & LeVeque 1979, "Updating Formulae and a Pairwise Algorithm for Computing Sample
+    Variances": the batch's (n, mean, M2) merge into the running ones exactly, in float64.
+    """
+
+    def __init__(self) -> None:
+        self.count, self.mean, self.m2 = 0, 0.0, 0.0
+
+    def update(self, values: Tensor) -> None:
+        values = values.detach().double().flatten()
+        n = values.numel()
+        if n == 0:
+            return
+        batch_mean = float(values.mean())
+        batch_m2 = float(((values - batch_mean) ** 2).sum())
+        total = self.count + n
+        delta = batch_mean - self.mean
+        self.mean += delta * n / total
+        self.m2 += batch_m2 + delta**2 * self.count * n / total
+        self.count = total
+
+    @property
+    def std(self) -> float:
+        """Sample standard deviation (n - 1); 1.0 until two values were seen."""
+        return (self.m2 / (self.count - 1)) ** 0.5 if self.count > 1 else 1.0
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"count": self.count, "mean": self.mean, "m2": self.m2}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.count, self.mean, self.m2 = int(state["count"]), float(state["mean"]), float(state["m2"])
+
+
+def normalize_scores(scores: Tensor, mean: float, std: float, eps: float = 1e-8) -> Tensor:
+    """(s - mean) / (std + eps), elementwise. (B,) -> (B,)."""
+    return (scores - mean) / (std + eps)
+
+
+class ScoreShaping:
+    """Running normalisation, then clipping to [-clip, clip] (in std units when normalising).
+
+    Args:
+        clip: the bound c of clamp(s, -c, c), or None (DeepSpeed-Chat's `clip_reward_value`).
+        normalize: divide (s - running mean) by the running std of all scores so far, this batch included.
+    """
+
+    def __init__(self, clip: float | None, normalize: bool):
+        if clip is not None and not clip > 0:
+            raise ConfigError(f"module.reward_clip must be > 0 (or null), got {clip}")
+        self.clip, self.normalize = clip, normalize
+        self.moments = RunningMoments()
+
+    def __call__(self, scores: Tensor, update: bool) -> Tensor:
+        """(B,) shaped scores. `update=False` shapes without learning from them (a baseline's scores)."""
+        if self.normalize:
+            if update:
+                self.moments.update(scores)
+            scores = normalize_scores(scores, self.moments.mean, self.moments.std)
+        if self.clip is not None:
+            scores = torch.clamp(scores, -self.clip, self.clip)
+        return scores
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.moments.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state:
+            self.moments.load_state_dict(state)

@@ -7,6 +7,7 @@ from hydra.utils import instantiate
 
 from lit_rlhf.ops.masking import masked_whiten
 from lit_rlhf.rl.advantages import (
+    ReMax,
     GAE,
     RLOO,
     GroupRelative,
@@ -209,3 +210,15 @@ def test_advantage_choices_bring_their_critic_setting(tmp_path, choice, needs_cr
     assert estimator.needs_critic is needs_critic and estimator.samples_per_prompt >= 1
     assert (cfg.module.critic is not None) is needs_critic
     assert (cfg.module.critic_optimizer is not None) is needs_critic
+
+
+def test_remax_subtracts_the_greedy_score_of_each_prompt():
+    # Two responses with returns 3 and -1 (score at the last token, a -0.5 penalty on row 0's first token),
+    # greedy baselines 1.5 and -2: advantages 2.5 - 1.5 = 1 and -1 + 2 = 1, on every real token.
+    token_rewards = torch.tensor([[-0.5, 0.0, 3.0], [-1.0, 0.0, 0.0]])
+    mask = torch.tensor([[True, True, True], [True, False, False]])
+    advantages, returns = ReMax(samples_per_prompt=1, whiten=False)(
+        token_rewards, None, mask, greedy_scores=torch.tensor([1.5, -2.0])
+    )
+    torch.testing.assert_close(advantages, torch.tensor([[1.0, 1.0, 1.0], [1.0, 0.0, 0.0]]))
+    assert returns is None and ReMax.needs_greedy_baseline and not ReMax.needs_critic

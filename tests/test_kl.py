@@ -113,3 +113,20 @@ def test_full_estimator_needs_logits():
 def test_estimators_instantiate_from_hydra_config(name):
     estimator = instantiate({"_target_": f"lit_rlhf.regularizers.kl.estimators.{name}"})
     assert type(estimator).__name__ == name
+
+
+def test_kl_in_score_puts_the_sequence_penalty_on_the_last_token():
+    from lit_rlhf.regularizers.kl.controllers import FixedKLController
+    from lit_rlhf.regularizers.kl.penalty import KLInReward, KLInScore
+
+    # Per-token KL 0.2, 0.3, 0.5 on a 3-token response, 0.4 on a 1-token one; β = 0.5.
+    per_token_kl = torch.tensor([[0.2, 0.3, 0.5], [0.4, 0.0, 0.0]])
+    mask = torch.tensor([[True, True, True], [True, False, False]])
+    in_score = KLInScore(K1Estimator(), FixedKLController, coef=0.5)
+    torch.testing.assert_close(
+        in_score.reward_penalty(per_token_kl, mask), torch.tensor([[0.0, 0.0, 0.5], [0.2, 0.0, 0.0]])
+    )
+    # Same total per response as the per-token placement; different placement in time.
+    in_reward = KLInReward(K1Estimator(), FixedKLController, coef=0.5).reward_penalty(per_token_kl, mask)
+    torch.testing.assert_close(in_reward.sum(1), in_score.reward_penalty(per_token_kl, mask).sum(1))
+    assert not torch.equal(in_reward, in_score.reward_penalty(per_token_kl, mask))

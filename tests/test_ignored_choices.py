@@ -151,3 +151,162 @@ def test_advantage_choices_give_different_advantages_on_the_same_rollout(tmp_pat
         advantages[choice], _ = estimator(token_rewards, values if choice == "gae" else None, mask)
     for first, second in itertools.combinations(advantages, 2):
         assert not torch.allclose(advantages[first], advantages[second]), (first, second)
+
+
+def actor_gradient(module, experience) -> tuple[torch.Tensor, dict]:
+    """The actor loss's gradient over all policy parameters, flattened, and the loss's metrics."""
+    module.policy.zero_grad(set_to_none=True)
+    loss, metrics = module.actor_loss(experience, None)
+    loss.backward()
+    grads = torch.cat([p.grad.flatten() for p in module.policy.parameters() if p.grad is not None])
+    module.policy.zero_grad(set_to_none=True)
+    return grads, metrics
+
+
+def test_kl_gradient_choices_keep_the_value_and_change_the_gradient(tmp_path, monkeypatch):
+    """On-policy (first minibatch) ρ = 1: one KL value for all three. Per sample, ∇(ρ·k3) = (k3 + 1 - e^{-x})∇log π
+    = x·∇log π = ∇k2, so importance_weighted equals straight_through there and both differ from naive;
+    off-policy (the policy moved after its rollout) all three differ."""
+    on_policy, off_policy, kl_values = {}, {}, {}
+    for choice in ("naive", "straight_through", "importance_weighted"):
+        overrides = [f"regularizer.kl.gradient={choice}", "regularizer.kl.coef=0.5", "data.batch_size=2"]
+        run, batch = ppo_with(tmp_path / choice, "grpo", overrides)
+        module = run.module
+        experience, _, _, _ = rollout(module, batch, monkeypatch)
+        on_policy[choice], metrics = actor_gradient(module, experience)
+        kl_values[choice] = float(metrics["kl_loss"])
+        if choice == "straight_through":
+            # Its KL gradient is k2's: the actor gradient equals PPO-Clip's plus 0.5 · ∇ mean k2.
+            mask, start = experience.response_mask, experience.prompt_length - 1
+            logprobs, _ = sequence_token_logprobs(
+                module.policy, experience.sequences, experience.attention_mask, start
+            )
+            k2 = 0.5 * (logprobs - experience.ref_logprobs).square()
+            (plain_policy_loss(module, experience) + 0.5 * masked_mean(k2, mask)).backward()
+            expected = torch.cat([p.grad.flatten() for p in module.policy.parameters() if p.grad is not None])
+            module.policy.zero_grad(set_to_none=True)
+            # fp32 sums in another order: compare as vectors.
+            assert (on_policy[choice] - expected).norm() <= 1e-5 * expected.norm()
+        perturb(module.policy, scale=0.05, seed=1)
+        off_policy[choice], _ = actor_gradient(module, experience)
+    assert kl_values["naive"] == pytest.approx(kl_values["straight_through"], rel=1e-6)
+    assert kl_values["naive"] == pytest.approx(kl_values["importance_weighted"], rel=1e-5)
+
+    def close(a, b):
+        return bool((a - b).norm() <= 1e-4 * b.norm())
+
+    assert close(on_policy["importance_weighted"], on_policy["straight_through"])
+    assert not close(on_policy["naive"], on_policy["straight_through"])
+    for first, second in itertools.combinations(off_policy, 2):
+        assert not close(off_policy[first], off_policy[second]), (first, second)
+
+
+def test_each_loss_aggregation_changes_the_actor_loss(tmp_path, monkeypatch):
+    losses = {}
+    for choice in ("token_mean", "seq_mean_token_mean", "seq_mean_token_sum", "seq_mean_token_sum_norm"):
+        run, batch = ppo_with(tmp_path / choice, "grpo", [f"loss_aggregation={choice}", "data.batch_size=2"])
+        experience, _, _, _ = rollout(run.module, batch, monkeypatch)
+        assert len(set(experience.response_mask.sum(1).tolist())) > 1, "the test needs ragged responses"
+        losses[choice], metrics = run.module.actor_loss(experience, None)
+        if choice == "token_mean":
+            mask = experience.response_mask
+            start = experience.prompt_length - 1
+            logprobs, _ = sequence_token_logprobs(
+                run.module.policy, experience.sequences, experience.attention_mask, start
+            )
+            kl = masked_mean(kl_k3(logprobs, experience.ref_logprobs), mask)
+            expected = plain_policy_loss(run.module, experience) + run.module.kl.coef * kl
+            torch.testing.assert_close(losses[choice], expected, rtol=1e-5, atol=1e-6)
+    for first, second in itertools.combinations(losses, 2):
+        assert not torch.isclose(losses[first], losses[second], rtol=1e-4), (first, second, losses)
+
+
+TRUST_REGIONS = {
+    "clip": ["trust_region=clip"],
+    "clip_higher": ["trust_region=clip", "trust_region.clip.eps_high=0.28"],
+    "dual_clip": ["trust_region=clip", "trust_region.clip.dual_clip=1.05"],
+    "sequence_ratio": ["trust_region=clip", "trust_region.ratio=sequence"],
+    "kl_penalty": ["trust_region=kl_penalty"],
+    "clip_and_kl_penalty": ["trust_region=clip_and_kl_penalty"],
+}
+
+
+def test_each_trust_region_choice_changes_the_actor_loss(tmp_path, monkeypatch):
+    """Off-policy (the policy moved after its rollout), where clips and the π_old penalty act."""
+    losses = {}
+    for name, overrides in TRUST_REGIONS.items():
+        run, batch = ppo_with(tmp_path / name, "ppo_kl", [*overrides, "data.batch_size=4"])
+        experience, _, _, _ = rollout(run.module, batch, monkeypatch)
+        perturb(run.module.policy, scale=0.05, seed=1)
+        losses[name], metrics = run.module.actor_loss(experience, None)
+        if name == "clip_and_kl_penalty":
+            coef = float(metrics["trust_region_kl_coef"])
+            expected = losses["clip"] + coef * metrics["approx_kl"]
+            torch.testing.assert_close(losses[name], expected, rtol=1e-5, atol=1e-6)
+    for first, second in itertools.combinations(losses, 2):
+        assert not torch.isclose(losses[first], losses[second], rtol=1e-5), (first, second, losses)
+
+
+def test_ppo_penalty_adapts_its_coefficient_after_the_update(tmp_path, monkeypatch):
+    run, batch = ppo_with(tmp_path, "ppo_penalty", ["data.batch_size=4", "trust_region.kl_penalty.target=1.0e-6"])
+    module = run.module
+    experience, _, _, _ = rollout(module, batch, monkeypatch)
+    monkeypatch.setattr(module, "optimizers", lambda: module.configure_optimizers())
+    monkeypatch.setattr(module, "manual_backward", lambda loss: loss.backward())
+    monkeypatch.setattr(module, "clip_gradients", lambda *args, **kwargs: None)
+    metrics = module.update(experience, None)
+    # The update moved π away from π_old by far more than a 1e-6 target: β doubles from 1.0.
+    assert float(metrics["trust_region_kl"]) > 1.5e-6
+    assert module.trust_region.kl_penalty.value == 2.0
+
+
+def test_score_shaping_changes_the_scores_the_update_sees(tmp_path, monkeypatch):
+    scores = {}
+    for name, overrides in {
+        "none": [],
+        "clip": ["module.reward_clip=0.5"],
+        "normalize": ["module.normalize_rewards=true"],
+    }.items():
+        run, batch = ppo_with(tmp_path / name, "ppo_kl", [*overrides, "data.batch_size=8"])
+        experience, metrics, _, _ = rollout(run.module, batch, monkeypatch)
+        scores[name] = experience.scores
+    raw = scores["none"]
+    torch.testing.assert_close(scores["clip"], raw.clamp(-0.5, 0.5))
+    assert not torch.equal(scores["clip"], raw)
+    # The first batch is normalised by its own statistics.
+    torch.testing.assert_close(scores["normalize"], (raw - raw.mean()) / (raw.std() + 1e-8), rtol=1e-5, atol=1e-6)
+
+
+def test_kl_in_score_moves_the_penalty_to_the_last_token(tmp_path, monkeypatch):
+    results = {}
+    for placement in ("in_reward", "in_score"):
+        run, batch = ppo_with(tmp_path / placement, "ppo_kl", [f"regularizer/kl={placement}", "data.batch_size=4"])
+        results[placement] = rollout(run.module, batch, monkeypatch)
+    (reward_exp, reward_metrics, _, _), (score_exp, score_metrics, _, _) = results["in_reward"], results["in_score"]
+    # Same total reward per response (the penalty sums to the same β·Σ KL), different GAE advantages.
+    torch.testing.assert_close(score_metrics["reward_total"], reward_metrics["reward_total"])
+    assert not torch.allclose(score_exp.advantages, reward_exp.advantages)
+
+
+def test_remax_baseline_is_the_greedy_response_score(tmp_path, monkeypatch):
+    run, batch = ppo_with(tmp_path, "remax", ["data.batch_size=4"])
+    module = run.module
+    sampled = fixed_generation(module, batch.prompts, seed=0)
+    greedy = fixed_generation(module, batch.prompts, seed=1)
+    temperatures = []
+
+    def fake_generate(policy, prompt_ids, prompt_mask, sampling, *args):
+        temperatures.append(sampling.temperature)
+        return greedy if sampling.temperature == 0 else sampled
+
+    monkeypatch.setattr(ppo_module, "generate", fake_generate)
+    experience, metrics, prompts, _ = module.rollout(batch.prompts)
+    assert sorted(temperatures) == [0.0, 1.0]
+    greedy_texts = ppo_module.decode_responses(module.tokenizer, greedy)
+    greedy_scores = module.with_missing_eos_penalty(module.score(greedy, prompts, greedy_texts), greedy)
+    per_token_kl = module.kl.measure(experience.old_logprobs, experience.ref_logprobs, experience.response_mask, None, None)
+    returns = experience.scores - module.kl.coef * per_token_kl.sum(1)
+    expected = returns - greedy_scores
+    first_token = experience.advantages[:, 0]
+    torch.testing.assert_close(first_token, expected, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(metrics["greedy_reward"], greedy_scores.mean())

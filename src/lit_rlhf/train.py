@@ -24,6 +24,7 @@ from lit_rlhf.callbacks.run_length import RunLength  # noqa: E402
 from lit_rlhf.config import CONFIG_MODULE, check_compatible, loggable_config, register_resolvers  # noqa: E402
 from lit_rlhf.errors import UserError  # noqa: E402
 from lit_rlhf.loggers import close_loggers  # noqa: E402
+from lit_rlhf.models.loading import check_model_paths  # noqa: E402
 from lit_rlhf.overoptimization.bon import evaluate  # noqa: E402
 
 register_resolvers()
@@ -62,6 +63,7 @@ def build(cfg: DictConfig) -> Run:
     """Instantiate tokenizer, data, module, callbacks, loggers and trainer from `cfg`."""
     quiet_third_party_noise()
     L.seed_everything(cfg.seed, workers=True)
+    check_model_paths(cfg.module)
     tokenizer = instantiate(cfg.model.tokenizer)
     datamodule = instantiate(cfg.data, tokenizer=tokenizer)
     module = instantiate(cfg.module, tokenizer=tokenizer, gold_reward=datamodule.gold_reward)

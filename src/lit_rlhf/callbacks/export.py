@@ -1,4 +1,7 @@
-"""Save the trained model and tokenizer in HF format at the end of a run, atomically."""
+"""Save the trained model and tokenizer in HF format at the end of a run, atomically.
+
+A LoRA-trained model is saved merged (plain transformers loads it) with its adapter in `adapter/`.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +11,8 @@ from pathlib import Path
 
 import lightning as L
 
+from lit_rlhf.models.adapters import save_trained_model
+
 
 def save_pretrained_atomically(model, tokenizer, dirpath: Path) -> None:
     """Write into a sibling temp folder, then swap it in: a crash never leaves a half-written export."""
@@ -16,7 +21,7 @@ def save_pretrained_atomically(model, tokenizer, dirpath: Path) -> None:
     tmp = dirpath.with_name(f".{dirpath.name}.tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        model.save_pretrained(tmp)
+        save_trained_model(model, tmp)
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
     except BaseException:

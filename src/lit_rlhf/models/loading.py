@@ -10,8 +10,10 @@ from __future__ import annotations
 import functools
 import re
 from pathlib import Path
+from typing import Iterator
 
 import torch
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from transformers import (
     AutoConfig,
     AutoModelForCausalLM,
@@ -22,6 +24,7 @@ from transformers import (
 )
 
 from lit_rlhf.errors import ConfigError
+from lit_rlhf.models.adapters import FullFineTuning
 
 _HUB_ID = re.compile(r"^[\w.-]+(/[\w.-]+)?$")
 
@@ -67,39 +70,140 @@ def embedded_task_tokenizer(seed: int = 0, vocab_size: int = 512) -> PreTrainedT
     return build_task_tokenizer(EmbeddedTask(seed=seed), vocab_size=vocab_size)
 
 
-def load_causal_lm(name_or_path: str, trust_remote_code: bool = False, dtype: str = "float32") -> PreTrainedModel:
-    """Any HF causal LM (AutoModelForCausalLM)."""
-    # Train mode (transformers loads in eval mode): it is loaded to be trained; modules freeze what stays fixed.
-    return _from_pretrained(
-        AutoModelForCausalLM, name_or_path, trust_remote_code=trust_remote_code, dtype=_torch_dtype(dtype)
-    ).train()
+def load_causal_lm(
+    name_or_path: str,
+    trust_remote_code: bool = False,
+    dtype: str = "float32",
+    adapter=None,
+    gradient_checkpointing: bool = False,
+) -> PreTrainedModel:
+    """Any HF causal LM (AutoModelForCausalLM), ready to train: with `adapter` (none: in full) and checkpointing."""
+    model = _from_pretrained(
+        AutoModelForCausalLM, name_or_path, trust_remote_code=trust_remote_code, dtype=torch_dtype(dtype)
+    )
+    return trainable(model, (adapter or FullFineTuning()).causal_lm, gradient_checkpointing)
 
 
-def load_reward_model(name_or_path: str, trust_remote_code: bool = False, dtype: str = "float32") -> PreTrainedModel:
-    """A backbone with a scalar head (AutoModelForSequenceClassification, num_labels=1).
+def load_reward_model(
+    name_or_path: str,
+    trust_remote_code: bool = False,
+    dtype: str = "float32",
+    adapter=None,
+    gradient_checkpointing: bool = False,
+) -> PreTrainedModel:
+    """A backbone with a scalar head (AutoModelForSequenceClassification, num_labels=1), ready to train.
 
     From a causal-LM checkpoint the head is new (InstructGPT initialises the reward
     model from the SFT model); from a reward-model checkpoint it is the trained head.
+    With an adapter the head still trains in full.
     """
     model = _from_pretrained(
         AutoModelForSequenceClassification,
         name_or_path,
         num_labels=1,
         trust_remote_code=trust_remote_code,
-        dtype=_torch_dtype(dtype),
+        dtype=torch_dtype(dtype),
     )
     _require_pad_token(model, name_or_path)
-    return model.train()
+    return trainable(model, (adapter or FullFineTuning()).scalar_head, gradient_checkpointing)
 
 
-def build_causal_lm(tokenizer: PreTrainedTokenizerBase, model_type: str = "llama", **config) -> PreTrainedModel:
+def load_trained_reward_model(name_or_path: str, trust_remote_code: bool, dtype: str) -> PreTrainedModel:
+    """The frozen reward source PPO optimises against; refused if its scalar head is not in the checkpoint.
+
+    A causal LM loaded as a reward model gets a newly initialised head: a random reward that
+    PPO would happily optimise. That is a mistake, never a choice (a critic may start so).
+    """
+    if name_or_path is None:
+        raise ConfigError(_NO_REWARD_MODEL)
+    model, info = _from_pretrained(
+        AutoModelForSequenceClassification,
+        name_or_path,
+        num_labels=1,
+        trust_remote_code=trust_remote_code,
+        dtype=torch_dtype(dtype),
+        output_loading_info=True,
+    )
+    new = sorted(key for key in info["missing_keys"] if key.split(".")[0] == "score")
+    if new:
+        raise ConfigError(
+            f"'{name_or_path}' has no trained scalar head ({', '.join(new)} newly initialised), so its reward "
+            "would be random; point model.reward.name_or_path at a trained reward model (the export/ of a "
+            "reward-model run, e.g. +experiment=rm_tiny)"
+        )
+    _require_pad_token(model, name_or_path)
+    return model.eval().requires_grad_(False)
+
+
+_NO_REWARD_MODEL = (
+    "model.reward.name_or_path is not set: PPO would score responses with a newly initialised scalar head, "
+    "i.e. optimise a random reward. Set model.reward.name_or_path=<a trained reward model> (the export/ of a "
+    "reward-model run, e.g. +experiment=rm_tiny model=hf ...), or use a programmatic reward: "
+    "module.reward_model=null module.reward_fn=<callable>"
+)
+
+
+def trainable(model: PreTrainedModel, adapt, gradient_checkpointing: bool) -> PreTrainedModel:
+    """`adapt(model)` in train mode (transformers loads in eval mode; modules freeze what stays fixed).
+
+    Checkpointing is non-reentrant: it needs no input that requires grad, so it works under LoRA
+    (frozen embeddings), and its gradients equal those of the plain backward.
+    """
+    if gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    return adapt(model).train()
+
+
+def check_model_paths(module_cfg: DictConfig) -> None:
+    """Refuse, before any model loads, a model that the module config would load from no path.
+
+    Hydra builds a module's arguments in order, so without this a large policy would load
+    first and the missing reward model would only be found afterwards.
+    """
+    unset = [node for node in _loader_nodes(module_cfg) if "name_or_path" in node and node.name_or_path is None]
+    # The reward model first: other paths (hf's critic) follow it, and its absence is the costly mistake.
+    if any(node._target_.endswith(".load_trained_reward_model") for node in unset):
+        raise ConfigError(_NO_REWARD_MODEL)
+    if unset:
+        raise ConfigError(f"{unset[0]._get_full_key(None)}.name_or_path is not set (a model path or hub id)")
+
+
+def _loader_nodes(node) -> Iterator[DictConfig]:
+    """Every config node under `node` (interpolations resolved) that one of these loaders instantiates."""
+    if isinstance(node, DictConfig):
+        if str(node.get("_target_", "")).startswith(__name__ + "."):
+            yield node
+        children = [node[key] for key in node if not OmegaConf.is_missing(node, key)]
+    elif isinstance(node, ListConfig):
+        children = list(node)
+    else:
+        return
+    for child in children:
+        yield from _loader_nodes(child)
+
+
+def build_causal_lm(
+    tokenizer: PreTrainedTokenizerBase,
+    model_type: str = "llama",
+    adapter=None,
+    gradient_checkpointing: bool = False,
+    **config,
+) -> PreTrainedModel:
     """A randomly initialised causal LM of `model_type` sized by `config` (for tiny models and tests)."""
-    return AutoModelForCausalLM.from_config(_build_config(tokenizer, model_type, **config))
+    model = AutoModelForCausalLM.from_config(_build_config(tokenizer, model_type, **config))
+    return trainable(model, (adapter or FullFineTuning()).causal_lm, gradient_checkpointing)
 
 
-def build_reward_model(tokenizer: PreTrainedTokenizerBase, model_type: str = "llama", **config) -> PreTrainedModel:
+def build_reward_model(
+    tokenizer: PreTrainedTokenizerBase,
+    model_type: str = "llama",
+    adapter=None,
+    gradient_checkpointing: bool = False,
+    **config,
+) -> PreTrainedModel:
     """A randomly initialised scalar-head model of `model_type` (for tests)."""
-    return AutoModelForSequenceClassification.from_config(_build_config(tokenizer, model_type, num_labels=1, **config))
+    model = AutoModelForSequenceClassification.from_config(_build_config(tokenizer, model_type, num_labels=1, **config))
+    return trainable(model, (adapter or FullFineTuning()).scalar_head, gradient_checkpointing)
 
 
 def _build_config(tokenizer: PreTrainedTokenizerBase, model_type: str, **config):
@@ -126,7 +230,7 @@ def _require_pad_token(model: PreTrainedModel, name_or_path: str) -> None:
         raise ConfigError(f"model at '{name_or_path}' defines neither a pad nor an EOS token id")
 
 
-def _torch_dtype(name: str) -> torch.dtype:
+def torch_dtype(name: str) -> torch.dtype:
     valid = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
     if name not in valid:
         raise ConfigError(f"unknown dtype '{name}'; valid: {', '.join(valid)}")

@@ -7,8 +7,6 @@ Secretly a Reward Model". The loss variant (`loss/dpo`) and the NLL term
 
 from __future__ import annotations
 
-import copy
-
 import lightning as L
 import torch
 from lightning.pytorch.utilities import move_data_to_device
@@ -16,11 +14,11 @@ from torchmetrics import MeanMetric
 from tqdm.auto import tqdm
 
 from lit_rlhf.data.batches import PreferenceBatch
+from lit_rlhf.models.reference import Reference
 from lit_rlhf.modules.common import (
     configure_optimizer,
     disable_dropout,
     finite_or_skip,
-    freeze,
     gold_of_samples,
     log_learning_rate,
     log_updated_metrics,
@@ -38,7 +36,9 @@ class DPOModule(L.LightningModule):
     """DPO and its variants, with an optional NLL term on the chosen responses.
 
     Args:
-        policy: the causal LM being trained (from the SFT model); the reference is a frozen copy.
+        policy: the causal LM being trained (from the SFT model); the reference is a frozen copy (with LoRA:
+            the policy with its adapters off).
+        reference_dtype: dtype of the reference copy (bfloat16 halves its memory).
         loss: a `lit_rlhf.losses.dpo` loss object (sigmoid, ipo, hinge, robust, reference-free).
         nll: `regularizer/nll` object (ChosenNLL or NoNLL).
         optimizer, scheduler: Hydra `_partial_` factories (scheduler may be None).
@@ -64,6 +64,7 @@ class DPOModule(L.LightningModule):
         skip_nonfinite_updates: bool,
         seed: int,
         tokenizer,
+        reference_dtype: str,
         scheduler=None,
         gold_reward=None,
     ):
@@ -71,7 +72,7 @@ class DPOModule(L.LightningModule):
         self.strict_loading = False
         disable_dropout(policy)
         self.policy = policy
-        self.reference = freeze(copy.deepcopy(policy)) if loss.needs_reference else None
+        self.reference = Reference(policy, reference_dtype) if loss.needs_reference else None
         self.loss_fn, self.nll = loss, nll
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.precompute_ref_logprobs = precompute_ref_logprobs and loss.needs_reference
@@ -99,7 +100,8 @@ class DPOModule(L.LightningModule):
             return self.cached_ref_logps[batch.sequence_ids.cpu()].to(self.device)
         if self.reference is None:
             return None
-        return self.completion_logps(self.reference, batch)[0]
+        with self.reference.model() as reference:
+            return self.completion_logps(reference, batch)[0]
 
     def on_fit_start(self) -> None:
         if not self.precompute_ref_logprobs or self.cached_ref_logps is not None:
@@ -110,7 +112,9 @@ class DPOModule(L.LightningModule):
             # A pass over the whole dataset: long on real data, so it gets a progress bar.
             for batch in tqdm(loader, desc=f"reference log-probs ({split})", disable=not self.trainer.is_global_zero):
                 batch = move_data_to_device(batch, self.device)
-                cache[batch.sequence_ids.cpu()] = self.completion_logps(self.reference, batch)[0].float().cpu()
+                with self.reference.model() as reference:
+                    logps = self.completion_logps(reference, batch)[0]
+                cache[batch.sequence_ids.cpu()] = logps.float().cpu()
         self.cached_ref_logps = cache
         # The cache replaces the reference model for the rest of the run.
         self.reference = None

@@ -18,7 +18,6 @@ a metric: everything is masked with `Experience.response_mask`.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import time
 from collections import defaultdict
@@ -31,6 +30,7 @@ from torchmetrics import MeanMetric
 from lit_rlhf.data.batches import PPOBatch, PromptBatch, SFTBatch
 from lit_rlhf.errors import ConfigError
 from lit_rlhf.losses.ppo import clipped_value_loss, explained_variance, old_policy_kl, token_log_ratio
+from lit_rlhf.models.reference import Reference
 from lit_rlhf.modules.common import (
     build_optimizer,
     disable_dropout,
@@ -54,7 +54,9 @@ class PPOModule(L.LightningModule):
     """PPO with composable regularizers.
 
     Args:
-        policy: the actor, initialised from the SFT model; the reference is a frozen copy of it.
+        policy: the actor, initialised from the SFT model; the reference is a frozen copy of it (with LoRA:
+            the policy with its adapters off).
+        reference_dtype: dtype of the reference copy (bfloat16 halves its memory).
         critic: a scalar-head model (values), or None for critic-free advantages (RLOO, GRPO, ...).
         reward_model: a frozen scalar-head model scoring prompt + response (it reads the policy's token
             ids, so it must share the policy's tokenizer), a list of them (an ensemble, combined by
@@ -113,6 +115,7 @@ class PPOModule(L.LightningModule):
         tokenizer,
         reward_aggregation: str,
         uncertainty_penalty: float,
+        reference_dtype: str,
         critic=None,
         critic_optimizer=None,
         reward_model=None,
@@ -125,7 +128,7 @@ class PPOModule(L.LightningModule):
         self.strict_loading = False
         check_ppo_config(critic, critic_optimizer, reward_model, reward_fn, advantage, num_minibatches)
         self.policy = policy
-        self.reference = freeze(copy.deepcopy(policy))
+        self.reference = Reference(policy, reference_dtype)
         self.critic = critic
         self.reward_model = (
             freeze(reward_source(reward_model, reward_aggregation, uncertainty_penalty))
@@ -253,7 +256,8 @@ class PPOModule(L.LightningModule):
 
         The one place the reference runs: with LoRA it becomes the policy with its adapters switched off.
         """
-        return sequence_token_logprobs(self.reference, sequences, attention_mask, first)
+        with self.reference.model() as reference:
+            return sequence_token_logprobs(reference, sequences, attention_mask, first)
 
     # ------------------------------------------------------------------ update
     def reference_logits(self, minibatch: Experience) -> Callable[[], torch.Tensor]:

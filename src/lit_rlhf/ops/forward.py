@@ -18,6 +18,15 @@ from lit_rlhf.ops.logprobs import token_logprobs
 from lit_rlhf.ops.masking import last_true_index
 
 
+def transformers_model(model: PreTrainedModel) -> PreTrainedModel:
+    """The transformers model inside a peft wrapper (its LoRA layers sit inside it and run), else `model`.
+
+    Forwards call it directly: its `base_model` is the backbone and its forward takes `logits_to_keep`,
+    which a peft wrapper's do not.
+    """
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
 def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
     """(B, T) positions counting only real tokens; padding gets position 0."""
     return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
@@ -31,6 +40,7 @@ def causal_lm_logits(
     Only those positions go through the LM head (transformers' `logits_to_keep`), so a prompt's
     positions cost neither the (H x V) projection nor a (B, first, V) tensor, forward or backward.
     """
+    model = transformers_model(model)
     keep = {"logits_to_keep": input_ids.shape[1] - first} if first and _keeps_logits(model) else {}
     logits = model(
         input_ids=input_ids,
@@ -69,6 +79,7 @@ def scalar_head_outputs(model: PreTrainedModel, input_ids: torch.Tensor, attenti
     The reward is this at a sequence's last real token; a critic reads it at every
     response position (the value of the state before each action).
     """
+    model = transformers_model(model)
     head = getattr(model, "score", None)
     if head is None:
         raise ConfigError(

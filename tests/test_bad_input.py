@@ -17,6 +17,7 @@ import torch
 from conftest import changed, compose_config, parameters_of, read_metrics
 
 from lit_rlhf.errors import ConfigError, DataError, NonFiniteError, UserError
+from lit_rlhf.losses.dpo import SigmoidLoss
 from lit_rlhf.train import build, find_user_error, fit
 
 SMALL = [
@@ -249,11 +250,12 @@ def build_reward_model_with_nan_loss(tmp_path, overrides=()):
     return run
 
 
-class NaNDPOLoss:
-    beta, needs_reference, average_log_probs = 0.1, True, False
+class NaNDPOLoss(SigmoidLoss):
+    def __init__(self):
+        super().__init__(beta=0.1, label_smoothing=0.0)
 
-    def __call__(self, policy_chosen, policy_rejected, reference_chosen, reference_rejected):
-        return (policy_chosen - policy_rejected) * math.nan
+    def __call__(self, pairs):
+        return (pairs.policy_chosen - pairs.policy_rejected) * math.nan
 
 
 def build_dpo_with_nan_loss(tmp_path, overrides=()):

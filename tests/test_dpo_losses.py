@@ -9,6 +9,7 @@ from lit_rlhf.config import CONFIG_DIR
 from lit_rlhf.losses.dpo import (
     HingeLoss,
     IPOLoss,
+    PairLogps,
     ReferenceFreeLoss,
     RobustLoss,
     SigmoidLoss,
@@ -23,6 +24,12 @@ from lit_rlhf.regularizers.nll import chosen_nll
 LOGPS = (torch.tensor([-1.0]), torch.tensor([-3.0]), torch.tensor([-2.0]), torch.tensor([-2.0]))
 NEG_LOGSIG_1 = math.log1p(math.exp(-1.0))  # -log σ(1)  = 0.3132617
 NEG_LOGSIG_MINUS_1 = math.log1p(math.e)  # -log σ(-1) = 1.3132617
+
+
+def pairs_of(policy_chosen, policy_rejected, reference_chosen, reference_rejected) -> PairLogps:
+    """The pairs the module would pass, with one-token responses (per-token = summed log-probs)."""
+    ones = torch.ones_like(policy_chosen, dtype=torch.long)
+    return PairLogps(policy_chosen, policy_rejected, reference_chosen, reference_rejected, ones, ones)
 
 
 def test_sigmoid_by_hand():
@@ -69,9 +76,12 @@ def test_reference_free_ignores_reference():
     assert loss_fn.needs_reference is False
     policy_chosen, policy_rejected = LOGPS[0], LOGPS[1]
     # β(π_c - π_r) = 0.5 · 2 = 1 -> -log σ(1)
-    torch.testing.assert_close(loss_fn(policy_chosen, policy_rejected, None, None), torch.tensor([NEG_LOGSIG_1]))
     torch.testing.assert_close(
-        loss_fn(policy_chosen, policy_rejected, torch.tensor([5.0]), torch.tensor([-7.0])), torch.tensor([NEG_LOGSIG_1])
+        loss_fn(pairs_of(policy_chosen, policy_rejected, None, None)), torch.tensor([NEG_LOGSIG_1])
+    )
+    torch.testing.assert_close(
+        loss_fn(pairs_of(policy_chosen, policy_rejected, torch.tensor([5.0]), torch.tensor([-7.0]))),
+        torch.tensor([NEG_LOGSIG_1]),
     )
 
 
@@ -91,7 +101,7 @@ def test_gradients_raise_chosen_and_lower_rejected(loss_fn):
     policy_chosen = torch.tensor([-2.0, -4.0], requires_grad=True)
     policy_rejected = torch.tensor([-2.0, -4.0], requires_grad=True)
     reference = torch.tensor([-2.0, -4.0])
-    loss_fn(policy_chosen, policy_rejected, reference, reference).mean().backward()
+    loss_fn(pairs_of(policy_chosen, policy_rejected, reference, reference)).mean().backward()
     assert (policy_chosen.grad < 0).all() and (policy_rejected.grad > 0).all()
 
 
@@ -112,7 +122,7 @@ def test_one_step_changes_parameters(cls):
     before = offsets.detach().clone()
     loss_fn = cls(**LOSS_ARGUMENTS[cls])
     reference = torch.tensor([-5.0])
-    loss = loss_fn(reference + offsets[0], reference + offsets[1], reference, reference).mean()
+    loss = loss_fn(pairs_of(reference + offsets[0], reference + offsets[1], reference, reference)).mean()
     loss.backward()
     torch.optim.SGD([offsets], lr=1.0).step()
     assert not torch.equal(offsets.detach(), before)

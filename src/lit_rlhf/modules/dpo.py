@@ -14,6 +14,7 @@ from torchmetrics import MeanMetric
 from tqdm.auto import tqdm
 
 from lit_rlhf.data.batches import PreferenceBatch
+from lit_rlhf.losses.dpo import PairLogps
 from lit_rlhf.models.reference import Reference
 from lit_rlhf.modules.common import (
     configure_optimizer,
@@ -23,13 +24,18 @@ from lit_rlhf.modules.common import (
     log_learning_rate,
     log_updated_metrics,
 )
-from lit_rlhf.ops.forward import sequence_token_logprobs
+from lit_rlhf.ops.forward import sequence_logprobs
 from lit_rlhf.ops.generation import SamplingConfig
 from lit_rlhf.ops.masking import masked_sum
 
 # The implicit-reward metrics share their names with the reward model's (`reward_accuracy`, ...).
 PAIR_METRICS = ("reward_accuracy", "reward_margin", "reward_chosen", "reward_rejected", "logps_chosen")
 VAL_METRICS = ("loss", *PAIR_METRICS, "gold_reward", "response_length")
+
+
+def _or_zero(reference_logps: torch.Tensor | None) -> torch.Tensor | float:
+    """log π_ref, or 0 where no loss needs the reference."""
+    return 0.0 if reference_logps is None else reference_logps
 
 
 class DPOModule(L.LightningModule):
@@ -39,7 +45,7 @@ class DPOModule(L.LightningModule):
         policy: the causal LM being trained (from the SFT model); the reference is a frozen copy (with LoRA:
             the policy with its adapters off).
         reference_dtype: dtype of the reference copy (bfloat16 halves its memory).
-        loss: a `lit_rlhf.losses.dpo` loss object (sigmoid, ipo, hinge, robust, reference-free).
+        loss: a `loss/dpo` object (`lit_rlhf.losses.dpo`): a `MixedLoss` of one or more terms, or one term.
         nll: `regularizer/nll` object (ChosenNLL or NoNLL).
         optimizer, scheduler: Hydra `_partial_` factories (scheduler may be None).
         precompute_ref_logprobs: score every completion with the reference once at the start of
@@ -90,7 +96,7 @@ class DPOModule(L.LightningModule):
         Chosen and rejected completions are rows of the same (N, T) batch, so the
         policy runs once per step rather than once per side.
         """
-        logprobs, _ = sequence_token_logprobs(model, batch.input_ids, batch.attention_mask)
+        logprobs, _ = sequence_logprobs(model, batch.input_ids, batch.attention_mask)
         return masked_sum(logprobs, batch.response_mask, dim=1), batch.response_mask.sum(1)
 
     @torch.no_grad()
@@ -124,26 +130,32 @@ class DPOModule(L.LightningModule):
         logps, lengths = self.completion_logps(self.policy, batch)
         ref_logps = self.reference_logps(batch)
         chosen, rejected = batch.better_idx, batch.worse_idx
-        if self.loss_fn.average_log_probs:
-            scale = lengths.clamp(min=1).to(logps.dtype)
-            policy_logps, reference_logps = logps / scale, None if ref_logps is None else ref_logps / scale
-        else:
-            policy_logps, reference_logps = logps, ref_logps
-        ref_chosen = None if reference_logps is None else reference_logps[chosen]
-        ref_rejected = None if reference_logps is None else reference_logps[rejected]
-        dpo_loss = self.loss_fn(policy_logps[chosen], policy_logps[rejected], ref_chosen, ref_rejected).mean()
-        nll_term = self.nll.loss_term(logps[chosen], lengths[chosen])
-        # Implicit rewards beta * log(pi / pi_ref) (the reference term is 0 when reference-free).
-        rewards = self.loss_fn.beta * (policy_logps - (0.0 if reference_logps is None else reference_logps)).detach()
+        pairs = PairLogps(
+            logps[chosen],
+            logps[rejected],
+            None if ref_logps is None else ref_logps[chosen],
+            None if ref_logps is None else ref_logps[rejected],
+            lengths[chosen],
+            lengths[rejected],
+        )
+        if self.training:  # a stateful loss (BCO's reward shift) learns from training batches only
+            self.loss_fn.update(pairs)
+        dpo_loss = self.loss_fn(pairs).mean()
+        nll_term = self.nll.loss_term(pairs.policy_chosen, pairs.chosen_lengths)
+        # Implicit rewards beta * log(pi / pi_ref), per token where the loss works per token (0 for log pi_ref
+        # when reference-free).
+        shown = pairs.per_token() if self.loss_fn.average_log_probs else pairs
+        reward_chosen = self.loss_fn.beta * (shown.policy_chosen - _or_zero(shown.reference_chosen)).detach()
+        reward_rejected = self.loss_fn.beta * (shown.policy_rejected - _or_zero(shown.reference_rejected)).detach()
         metrics = {
             "dpo_loss": dpo_loss.detach(),
-            "reward_chosen": rewards[chosen].mean(),
-            "reward_rejected": rewards[rejected].mean(),
-            "reward_margin": (rewards[chosen] - rewards[rejected]).mean(),
-            "reward_accuracy": (rewards[chosen] > rewards[rejected]).float().mean(),
-            "logps_chosen": logps[chosen].detach().mean(),
-            "logps_rejected": logps[rejected].detach().mean(),
-            "nll": (-logps[chosen] / lengths[chosen].clamp(min=1)).detach().mean(),
+            "reward_chosen": reward_chosen.mean(),
+            "reward_rejected": reward_rejected.mean(),
+            "reward_margin": (reward_chosen - reward_rejected).mean(),
+            "reward_accuracy": (reward_chosen > reward_rejected).float().mean(),
+            "logps_chosen": pairs.policy_chosen.detach().mean(),
+            "logps_rejected": pairs.policy_rejected.detach().mean(),
+            "nll": (-pairs.policy_chosen / pairs.chosen_lengths.clamp(min=1)).detach().mean(),
             **nll_term.metrics,
         }
         return dpo_loss + nll_term.loss, metrics
@@ -185,6 +197,12 @@ class DPOModule(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if not k.startswith("reference.")}
+        checkpoint["dpo_loss_state"] = self.loss_fn.state_dict()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        # Checkpoints from before the loss kept state have none to restore.
+        if "dpo_loss_state" in checkpoint:
+            self.loss_fn.load_state_dict(checkpoint["dpo_loss_state"])
 
     def export_model(self):
         return self.policy

@@ -56,9 +56,12 @@ def dpo_module(policy, tokenizer):
 def reward_module(model, tokenizer):
     from lit_rlhf.losses.reward import BradleyTerryLoss
     from lit_rlhf.modules.reward_model import RewardModel
+    from lit_rlhf.regularizers.nll import NoNLL
 
     optimizer = functools.partial(torch.optim.AdamW, lr=REWARD_LR, weight_decay=0.0)
-    return RewardModel(model, BradleyTerryLoss(), 0.0, optimizer, skip_nonfinite_updates=False, tokenizer=tokenizer)
+    return RewardModel(
+        model, BradleyTerryLoss(), 0.0, optimizer, skip_nonfinite_updates=False, nll=NoNLL(), tokenizer=tokenizer
+    )
 
 
 def ours_side(make_module, metrics: dict[str, str], run):

@@ -1,15 +1,56 @@
-"""Reward-model training on pairwise or K-wise human preferences."""
+"""Reward-model training on pairwise or K-wise human preferences, optionally with an LM-head NLL term."""
 
 from __future__ import annotations
 
 import lightning as L
 import torch
+import torch.nn.functional as F
 from torchmetrics import MeanMetric
 
 from lit_rlhf.data.batches import PreferenceBatch
+from lit_rlhf.errors import ConfigError
 from lit_rlhf.losses.reward import reward_centering_penalty
 from lit_rlhf.modules.common import configure_optimizer, finite_or_skip, log_learning_rate, log_updated_metrics
-from lit_rlhf.ops.forward import last_token_rewards
+from lit_rlhf.ops.forward import last_token_rewards, position_ids_from_mask, transformers_model
+from lit_rlhf.ops.logprobs import token_logprobs
+from lit_rlhf.ops.masking import last_true_index, masked_sum
+
+PAIR_METRICS = ("reward_accuracy", "reward_margin", "reward_chosen", "reward_rejected")
+
+
+def rewards_and_hidden(model, input_ids: torch.Tensor, attention_mask: torch.Tensor):
+    """One backbone pass: (N,) rewards at each row's last real token, and the (N, T, H) final hidden states.
+
+    The rewards equal `last_token_rewards`; the hidden states are what an LM head reads.
+    """
+    model = transformers_model(model)
+    hidden = model.base_model(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        position_ids=position_ids_from_mask(attention_mask),
+        use_cache=False,
+    ).last_hidden_state
+    values = model.score(hidden).squeeze(-1).float()  # (N, T)
+    return values.gather(1, last_true_index(attention_mask.bool()).unsqueeze(1)).squeeze(1), hidden
+
+
+def response_logps_from_hidden(
+    hidden: torch.Tensor, lm_head_weight: torch.Tensor, input_ids: torch.Tensor, response_mask: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed log π of each response under an LM head on the reward model's own hidden states.
+
+    Args:
+        hidden: (B, T, H) final hidden states.
+        lm_head_weight: (V, H) the output projection (the tied input embeddings).
+        input_ids: (B, T).
+        response_mask: (B, T-1) True where the next token is a response token.
+
+    Returns:
+        (B,) summed response log-probs and (B,) response lengths.
+    """
+    logits = F.linear(hidden[:, :-1], lm_head_weight)  # (B, T-1, V)
+    logprobs = token_logprobs(logits, input_ids[:, 1:])  # (B, T-1)
+    return masked_sum(logprobs, response_mask, dim=1), response_mask.sum(1)
 
 
 class RewardModel(L.LightningModule):
@@ -19,13 +60,21 @@ class RewardModel(L.LightningModule):
     batch lists, so a K-wise ranking costs K forward passes for K(K-1)/2 comparisons
     (InstructGPT, Ouyang et al. 2022).
 
+    With `regularizer/nll=chosen` the loss adds α · NLL of each pair's chosen response,
+    read by an LM head from the same hidden states the scalar head reads (Yang et al.
+    2024, "Regularizing Hidden States Enables Learning Generalizable Reward Model"). The
+    LM head is the backbone's tied input embedding matrix, so the term adds no parameters
+    and the exported model is unchanged; a checkpoint with an untied LM head is refused,
+    because AutoModelForSequenceClassification does not load that head.
+
     Args:
         model: an AutoModelForSequenceClassification with num_labels=1.
         loss: a pairwise loss object (`lit_rlhf.losses.reward`), e.g. Bradley-Terry or Llama 2's margin loss.
         centering_coef: weight of the (r_w + r_l)^2 reward-centering term (0 turns it off).
         optimizer, scheduler: Hydra `_partial_` factories (scheduler may be None).
-        gold_reward: the task's programmatic reward (texts -> scores), for `val/gold_accuracy`.
         skip_nonfinite_updates: skip (True) or stop on (False) a non-finite loss.
+        nll: `regularizer/nll` object (ChosenNLL or NoNLL), the same group DPO uses.
+        gold_reward: the task's programmatic reward (texts -> scores), for `val/gold_accuracy`.
     """
 
     batch_type = PreferenceBatch
@@ -37,16 +86,22 @@ class RewardModel(L.LightningModule):
         centering_coef: float,
         optimizer,
         skip_nonfinite_updates: bool,
+        nll,
         tokenizer=None,
         scheduler=None,
         gold_reward=None,
     ):
         super().__init__()
-        self.model, self.loss_fn, self.centering_coef = model, loss, centering_coef
+        if nll.needs_logprobs and not transformers_model(model).config.tie_word_embeddings:
+            raise ConfigError(
+                "regularizer/nll=chosen on a reward model needs tied input/output embeddings (its LM head); "
+                "this checkpoint unties them. Valid choices here: regularizer/nll=none"
+            )
+        self.model, self.loss_fn, self.centering_coef, self.nll = model, loss, centering_coef, nll
         self.tokenizer, self.gold_reward = tokenizer, gold_reward
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.skip_nonfinite_updates = skip_nonfinite_updates
-        metric_names = ["loss", "reward_accuracy", "reward_margin", "reward_chosen", "reward_rejected", "gold_accuracy"]
+        metric_names = ["loss", *PAIR_METRICS, "gold_accuracy", *(["nll"] if nll.needs_logprobs else [])]
         self.val_metrics = torch.nn.ModuleDict({name: MeanMetric() for name in metric_names})
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -54,6 +109,7 @@ class RewardModel(L.LightningModule):
         return last_token_rewards(self.model, input_ids, attention_mask)
 
     def pair_rewards(self, batch: PreferenceBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """(P,) rewards of each pair's chosen and rejected completion."""
         rewards = self(batch.input_ids, batch.attention_mask)
         return rewards[batch.better_idx], rewards[batch.worse_idx]
 
@@ -62,9 +118,24 @@ class RewardModel(L.LightningModule):
         loss = self.loss_fn(chosen, rejected, margin).mean()
         return loss + self.centering_coef * reward_centering_penalty(chosen, rejected).mean()
 
+    def step(self, batch: PreferenceBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        """The loss, the (P,) chosen and rejected rewards, and the NLL metric when the term is on."""
+        if not self.nll.needs_logprobs:
+            chosen, rejected = self.pair_rewards(batch)
+            return self.pair_loss(chosen, rejected, batch), chosen, rejected, {}
+        # One backbone pass feeds both heads.
+        rewards, hidden = rewards_and_hidden(self.model, batch.input_ids, batch.attention_mask)
+        chosen, rejected, better = rewards[batch.better_idx], rewards[batch.worse_idx], batch.better_idx
+        lm_head_weight = transformers_model(self.model).get_input_embeddings().weight
+        logps, lengths = response_logps_from_hidden(
+            hidden[better], lm_head_weight, batch.input_ids[better], batch.response_mask[better]
+        )
+        nll_term = self.nll.loss_term(logps, lengths)
+        metrics = {"nll": (-logps / lengths.clamp(min=1)).detach().mean(), **nll_term.metrics}
+        return self.pair_loss(chosen, rejected, batch) + nll_term.loss, chosen, rejected, metrics
+
     def training_step(self, batch: PreferenceBatch, batch_idx: int):
-        chosen, rejected = self.pair_rewards(batch)
-        loss = self.pair_loss(chosen, rejected, batch)
+        loss, chosen, rejected, metrics = self.step(batch)
         if not finite_or_skip("reward-model loss", self.global_step, self.skip_nonfinite_updates, loss):
             return None
         pairs = len(chosen)
@@ -73,17 +144,20 @@ class RewardModel(L.LightningModule):
         self.log("train/reward_margin", (chosen - rejected).mean(), batch_size=pairs)
         self.log("train/reward_chosen", chosen.mean(), batch_size=pairs)
         self.log("train/reward_rejected", rejected.mean(), batch_size=pairs)
+        self.log_dict({f"train/{name}": value for name, value in metrics.items()}, batch_size=pairs)
         log_learning_rate(self, pairs)
         return loss
 
     def validation_step(self, batch: PreferenceBatch, batch_idx: int) -> None:
-        chosen, rejected = self.pair_rewards(batch)
+        loss, chosen, rejected, extra = self.step(batch)
         metrics = self.val_metrics
-        metrics["loss"].update(self.pair_loss(chosen, rejected, batch), weight=len(chosen))
+        metrics["loss"].update(loss, weight=len(chosen))
         metrics["reward_accuracy"].update((chosen > rejected).float())
         metrics["reward_margin"].update(chosen - rejected)
         metrics["reward_chosen"].update(chosen)
         metrics["reward_rejected"].update(rejected)
+        if "nll" in extra:
+            metrics["nll"].update(extra["nll"], weight=len(chosen))
         if self.gold_reward is not None:
             metrics["gold_accuracy"].update(self.gold_agreement(batch, chosen, rejected))
         log_updated_metrics(self, metrics, "val", prog_bar=("reward_accuracy", "gold_accuracy"))

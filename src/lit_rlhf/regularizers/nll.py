@@ -1,4 +1,5 @@
-"""The NLL term on chosen responses that DPO+NLL adds (DPO alone can lower the chosen log-prob too)."""
+"""The NLL term on chosen responses: DPO+NLL (DPO alone can lower the chosen log-prob too), and a reward model's
+LM-head regulariser (Yang et al. 2024). `needs_logprobs` tells a module whether to compute the log-probs at all."""
 
 from __future__ import annotations
 
@@ -28,11 +29,15 @@ def chosen_nll(chosen_logps_sum: Tensor, chosen_lengths: Tensor) -> Tensor:
 class ChosenNLL:
     """alpha * mean(-log pi(y_w | x) / |y_w|).
 
-    Pang et al. 2024, "Iterative Reasoning Preference Optimization"; seed 000's DPO+NLL.
+    Pang et al. 2024, "Iterative Reasoning Preference Optimization"; seed 000's DPO+NLL. On a
+    reward model, the same term trains an LM head on its hidden states (Yang et al. 2024,
+    "Regularizing Hidden States Enables Learning Generalizable Reward Model").
 
     Args:
         coef: alpha.
     """
+
+    needs_logprobs = True
 
     def __init__(self, coef: float):
         if coef < 0:
@@ -45,5 +50,7 @@ class ChosenNLL:
 
 
 class NoNLL:
+    needs_logprobs = False
+
     def loss_term(self, chosen_logps_sum: torch.Tensor, chosen_lengths: torch.Tensor) -> RegularizerTerm:
         return RegularizerTerm.zero(chosen_logps_sum)

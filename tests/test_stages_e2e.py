@@ -43,7 +43,7 @@ def test_sft_trains_from_scratch(tmp_path):
     assert {"train/loss", "val/loss", "val/gold_reward", "val/response_length"} <= logged_names(tmp_path)
 
 
-@pytest.mark.parametrize("experiment", ["rm_tiny", "rm_margin", "rm_ranked"])
+@pytest.mark.parametrize("experiment", ["rm_tiny", "rm_margin", "rm_ranked", "rm_nll"])
 def test_reward_model_stages(tmp_path, experiment):
     run = build(compose_config(experiment, tmp_path, ["data.batch_size=4", "data.val_batch_size=8"]))
     before = parameters_of(run.module.model)

@@ -7,11 +7,11 @@ from hydra.utils import instantiate
 
 from lit_rlhf.ops.masking import masked_whiten
 from lit_rlhf.rl.advantages import (
-    ReMax,
     GAE,
     RLOO,
     GroupRelative,
     ReinforceBaseline,
+    ReMax,
     gae,
     group_relative_advantages,
     reinforce_baseline_advantages,

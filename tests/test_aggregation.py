@@ -2,9 +2,9 @@
 
 import pytest
 import torch
+from conftest import compose_config
 from hydra.utils import instantiate
 
-from conftest import compose_config
 from lit_rlhf.ops.aggregation import seq_mean_token_mean, seq_mean_token_sum, seq_mean_token_sum_norm, token_mean
 
 # Row 0: 3 real tokens 1, 2, 3; row 1: 1 real token 6 (then padding holding garbage).

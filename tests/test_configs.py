@@ -11,6 +11,7 @@ import test_stages_e2e
 import yaml
 from conftest import CLI_FAST, cli, compose_config, logged_names
 from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from lit_rlhf.config import CONFIG_DIR
@@ -96,3 +97,29 @@ def test_wandb_logs_offline_without_credentials(tmp_path, monkeypatch):
     fit(run)
     assert list((tmp_path / "wandb").glob("offline-run-*")), "expected an offline W&B run folder"
     assert {"train/loss", "val/gold_accuracy"} <= logged_names(tmp_path)
+
+
+def builds_on(experiment: str) -> set[str]:
+    """The experiment and every experiment its defaults list patches, transitively."""
+    defaults = yaml.safe_load((CONFIG_DIR / "experiment" / f"{experiment}.yaml").read_text()).get("defaults", [])
+    parents = [entry for entry in defaults if isinstance(entry, str) and entry != "_self_"]
+    return {experiment}.union(*(builds_on(parent) for parent in parents))
+
+
+PPO_FAMILY = [name for name in EXPERIMENTS if "ppo_kl" in builds_on(name)]
+
+
+def test_the_ppo_family_is_found():
+    assert {"ppo_kl", "grpo", "gspo", "remax", "ppo_nokl"} <= set(PPO_FAMILY) and "dpo" not in PPO_FAMILY
+
+
+@pytest.mark.parametrize("experiment", PPO_FAMILY)
+def test_every_ppo_family_experiment_takes_the_adaptive_controller(experiment, tmp_path):
+    """`regularizer/kl/controller=adaptive` starts from `regularizer.kl.coef`; only `none` refuses a controller."""
+    overrides = ["regularizer/kl/controller=adaptive", "regularizer.kl.coef=0.07"]
+    if experiment == "ppo_nokl":
+        with pytest.raises(Exception, match="controller"):
+            instantiate(compose_config(experiment, tmp_path, overrides).regularizer.kl)
+        return
+    kl = instantiate(compose_config(experiment, tmp_path, overrides).regularizer.kl)
+    assert type(kl.controller).__name__ == "AdaptiveKLController" and kl.coef == pytest.approx(0.07)

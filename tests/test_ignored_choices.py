@@ -178,9 +178,7 @@ def test_kl_gradient_choices_keep_the_value_and_change_the_gradient(tmp_path, mo
         if choice == "straight_through":
             # Its KL gradient is k2's: the actor gradient equals PPO-Clip's plus 0.5 · ∇ mean k2.
             mask, start = experience.response_mask, experience.prompt_length - 1
-            logprobs, _ = sequence_token_logprobs(
-                module.policy, experience.sequences, experience.attention_mask, start
-            )
+            logprobs, _ = sequence_token_logprobs(module.policy, experience.sequences, experience.attention_mask, start)
             k2 = 0.5 * (logprobs - experience.ref_logprobs).square()
             (plain_policy_loss(module, experience) + 0.5 * masked_mean(k2, mask)).backward()
             expected = torch.cat([p.grad.flatten() for p in module.policy.parameters() if p.grad is not None])
@@ -304,7 +302,9 @@ def test_remax_baseline_is_the_greedy_response_score(tmp_path, monkeypatch):
     assert sorted(temperatures) == [0.0, 1.0]
     greedy_texts = ppo_module.decode_responses(module.tokenizer, greedy)
     greedy_scores = module.with_missing_eos_penalty(module.score(greedy, prompts, greedy_texts), greedy)
-    per_token_kl = module.kl.measure(experience.old_logprobs, experience.ref_logprobs, experience.response_mask, None, None)
+    per_token_kl = module.kl.measure(
+        experience.old_logprobs, experience.ref_logprobs, experience.response_mask, None, None
+    )
     returns = experience.scores - module.kl.coef * per_token_kl.sum(1)
     expected = returns - greedy_scores
     first_token = experience.advantages[:, 0]

@@ -24,6 +24,8 @@ PPO_METRICS = {
     "val/reward",
     "val/gold_reward",
     "val/kl",
+    "val/kl_k1",
+    "val/kl_k3",
 }
 CRITIC_METRICS = {"train/value_loss", "train/explained_variance"}
 PPO_FAST = [
@@ -78,6 +80,17 @@ def test_reward_model_stages(tmp_path, experiment):
         ("ppo_kl", ["advantage=reinforce"]),
         ("rloo", []),
         ("grpo", []),
+        ("grpo", ["regularizer.kl.gradient=straight_through", "loss_aggregation=seq_mean_token_sum"]),
+        ("grpo_unbiased_kl", []),
+        ("dr_grpo", []),
+        ("grpo_clip_higher", ["trust_region.clip.dual_clip=3.0"]),
+        ("gspo", []),
+        ("ppo_penalty", []),
+        ("ppo_kl", ["trust_region=clip_and_kl_penalty"]),
+        ("ppo_seq_kl", []),
+        ("ppo_reward_shaping", []),
+        ("remax", []),
+        ("ppo_kl", ["module.rollout_micro_batch_size=3", "module.train_micro_batch_size=2"]),
     ],
 )
 def test_ppo_regularizer_choices(tmp_path, experiment, overrides):
@@ -98,6 +111,10 @@ def test_ppo_regularizer_choices(tmp_path, experiment, overrides):
         assert "train/ptx_nll" in names
     if "loss" in type(module.kl).__name__.lower():
         assert "train/kl_loss" in names
+    if module.trust_region.kl_penalty is not None:
+        assert {"train/trust_region_kl", "train/trust_region_kl_coef"} <= names
+    if module.advantage.needs_greedy_baseline:
+        assert "train/greedy_reward" in names
 
 
 @pytest.mark.parametrize("experiment", ["dpo", "dpo_nll", "ipo", "dpo_robust"])

@@ -39,11 +39,14 @@ from lit_rlhf.modules.common import (
     log_updated_metrics,
     seeded_samples,
 )
+from lit_rlhf.ops.aggregation import token_share
+from lit_rlhf.ops.chunking import map_row_chunks, row_chunks
 from lit_rlhf.ops.forward import last_token_rewards, scalar_head_outputs, sequence_token_logprobs
-from lit_rlhf.ops.generation import Generation, SamplingConfig, decode_responses, generate
+from lit_rlhf.ops.generation import Generation, SamplingConfig, concatenate_generations, decode_responses, generate
 from lit_rlhf.ops.logprobs import entropy_from_logits
 from lit_rlhf.ops.masking import last_true_index, masked_mean, masked_sum
 from lit_rlhf.overoptimization.ensemble import RewardEnsemble, reward_source
+from lit_rlhf.regularizers.term import RegularizerTerm
 from lit_rlhf.rl.experience import Experience
 from lit_rlhf.rl.reward_shaping import ScoreShaping
 
@@ -75,6 +78,10 @@ class PPOModule(L.LightningModule):
         sampling: temperature, top-k/top-p and max_new_tokens of rollouts and validation samples.
         extra_stop_token_ids: stop tokens besides the tokenizer's EOS.
         ppo_epochs, num_minibatches: passes over each rollout batch, and minibatches per pass.
+        rollout_micro_batch_size: rows per chunk for generation, scoring, old and reference log-probs and
+            values (None: the whole rollout batch at once); the results are the same.
+        train_micro_batch_size: rows per micro-batch inside a minibatch, gradients accumulated into one
+            optimizer step equal to the whole minibatch's (None: no accumulation).
         value_clip_eps: the critic's value clip.
         entropy_coef: entropy bonus weight (0 = none).
         max_grad_norm: gradient clipping for both actor and critic.
@@ -103,6 +110,8 @@ class PPOModule(L.LightningModule):
         extra_stop_token_ids: list[int],
         ppo_epochs: int,
         num_minibatches: int,
+        rollout_micro_batch_size: int | None,
+        train_micro_batch_size: int | None,
         value_clip_eps: float,
         entropy_coef: float,
         max_grad_norm: float,
@@ -146,6 +155,7 @@ class PPOModule(L.LightningModule):
         self.sampling = sampling
         self.stop_token_ids = [tokenizer.eos_token_id, *extra_stop_token_ids]
         self.ppo_epochs, self.num_minibatches = ppo_epochs, num_minibatches
+        self.rollout_micro_batch_size, self.train_micro_batch_size = rollout_micro_batch_size, train_micro_batch_size
         self.value_clip_eps = value_clip_eps
         self.entropy_coef, self.max_grad_norm = entropy_coef, max_grad_norm
         self.missing_eos_penalty = missing_eos_penalty
@@ -173,29 +183,24 @@ class PPOModule(L.LightningModule):
         """Sample, score and evaluate one batch of prompts. Returns the experience, its metrics and the texts."""
         repeats = self.advantage.samples_per_prompt
         prompts = [p for p in batch.prompts for _ in range(repeats)]
-        generation = generate(
-            self.policy,
-            batch.input_ids.repeat_interleave(repeats, 0),
-            batch.attention_mask.repeat_interleave(repeats, 0),
-            self.sampling,
-            self.stop_token_ids,
-            self.tokenizer.pad_token_id,
+        prompt_ids = batch.input_ids.repeat_interleave(repeats, 0)
+        prompt_mask = batch.attention_mask.repeat_interleave(repeats, 0)
+        chunks = row_chunks(len(prompts), self.rollout_micro_batch_size)
+        pad = self.tokenizer.pad_token_id
+        generation = concatenate_generations(
+            [
+                generate(self.policy, prompt_ids[rows], prompt_mask[rows], self.sampling, self.stop_token_ids, pad)
+                for rows in chunks
+            ],
+            pad,
         )
         responses = decode_responses(self.tokenizer, generation)
-        mask, start = generation.response_mask, generation.prompt_length - 1
-        # Position start + t predicts response token t: only the response's positions are scored.
-        old_logprobs, logits = sequence_token_logprobs(
-            self.policy, generation.sequences, generation.attention_mask, start
+        mask = generation.response_mask
+        old_logprobs, ref_logprobs, logits, ref_logits, values, raw_scores = map_row_chunks(
+            lambda rows: self.evaluate_rollout(generation.select(rows), prompts[rows], responses[rows]),
+            len(prompts),
+            self.rollout_micro_batch_size,
         )
-        ref_logprobs, ref_logits = self.reference_forward(generation.sequences, generation.attention_mask, start)
-        # (B, R, V) logits are only kept for the exact (`full`) estimator.
-        if not self.kl.needs_logits:
-            logits = ref_logits = None
-        values = None
-        if self.critic is not None:
-            values = scalar_head_outputs(self.critic, generation.sequences, generation.attention_mask)[:, start:-1]
-            values = values.masked_fill(~mask, 0.0)
-        raw_scores = self.score(generation, prompts, responses)
         scores = self.score_shaping(self.with_missing_eos_penalty(raw_scores, generation), update=True)
 
         per_token_kl = self.kl.measure(old_logprobs, ref_logprobs, mask, logits, ref_logits)
@@ -235,6 +240,23 @@ class PPOModule(L.LightningModule):
             metrics["greedy_reward"] = baseline["greedy_scores"].mean()
         return experience, metrics, prompts, responses
 
+    @torch.no_grad()
+    def evaluate_rollout(self, generation: Generation, prompts: Sequence[str], responses: Sequence[str]) -> tuple:
+        """Old and reference log-probs (and logits for the exact estimator), values and scores of a chunk."""
+        sequences, attention_mask, mask = generation.sequences, generation.attention_mask, generation.response_mask
+        # Position start + t predicts response token t: only the response's positions are scored.
+        start = generation.prompt_length - 1
+        old_logprobs, logits = sequence_token_logprobs(self.policy, sequences, attention_mask, start)
+        ref_logprobs, ref_logits = self.reference_forward(sequences, attention_mask, start)
+        # (B, R, V) logits are only kept for the exact (`full`) estimator.
+        if not self.kl.needs_logits:
+            logits = ref_logits = None
+        values = None
+        if self.critic is not None:
+            values = scalar_head_outputs(self.critic, sequences, attention_mask)[:, start:-1].masked_fill(~mask, 0.0)
+        scores = self.score(generation, prompts, responses)
+        return old_logprobs, ref_logprobs, logits, ref_logits, values, scores
+
     def with_missing_eos_penalty(self, scores: torch.Tensor, generation: Generation) -> torch.Tensor:
         return scores - self.missing_eos_penalty * (~generation.has_stop).float()
 
@@ -269,9 +291,20 @@ class PPOModule(L.LightningModule):
         return compute
 
     def actor_loss(
-        self, minibatch: Experience, pretrain: SFTBatch | None
+        self,
+        minibatch: Experience,
+        pretrain: SFTBatch | None,
+        whole_mask: torch.Tensor | None = None,
+        with_pretrain: bool = True,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The actor's loss on a minibatch, or on a micro-batch of the minibatch whose mask is `whole_mask`.
+
+        A micro-batch's terms are weighted by their share of the minibatch's normalisers, so the micro-batch
+        losses sum to the minibatch's loss; the metrics are the micro-batch's own. The pretraining batch
+        belongs to the minibatch: only the micro-batch `with_pretrain` adds its term.
+        """
         mask, start = minibatch.response_mask, minibatch.prompt_length - 1
+        whole_mask = mask if whole_mask is None else whole_mask
         logprobs, logits = sequence_token_logprobs(self.policy, minibatch.sequences, minibatch.attention_mask, start)
         policy_loss, policy_metrics = self.trust_region.policy_loss(
             logprobs, minibatch.old_logprobs, minibatch.advantages, mask, self.aggregate
@@ -288,8 +321,11 @@ class PPOModule(L.LightningModule):
             self.reference_logits(minibatch),
             self.aggregate,
         )
-        ptx_term = self.ptx.loss_term(self.policy, pretrain)
-        loss = policy_loss - self.entropy_coef * entropy + kl_term.loss + ptx_term.loss
+        ptx_term = self.ptx.loss_term(self.policy, pretrain) if with_pretrain else RegularizerTerm.zero(policy_loss)
+        aggregate_share, tokens_share = self.aggregate.share(mask, whole_mask), token_share(mask, whole_mask)
+        loss = (
+            aggregate_share * (policy_loss + kl_term.loss) - self.entropy_coef * tokens_share * entropy + ptx_term.loss
+        )
         metrics = {
             **policy_metrics,
             "entropy": entropy.detach(),
@@ -298,15 +334,48 @@ class PPOModule(L.LightningModule):
         }
         return loss, metrics
 
-    def critic_loss(self, minibatch: Experience) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def critic_loss(
+        self, minibatch: Experience, whole_mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The critic's loss, weighted by the micro-batch's share of the minibatch's tokens (see actor_loss)."""
         mask, start = minibatch.response_mask, minibatch.prompt_length - 1
+        whole_mask = mask if whole_mask is None else whole_mask
         values = scalar_head_outputs(self.critic, minibatch.sequences, minibatch.attention_mask)[:, start:-1]
         value = clipped_value_loss(values, minibatch.values, minibatch.returns, mask, self.value_clip_eps)
-        return value.loss, {"value_loss": value.loss.detach(), "value_clipfrac": value.clipfrac}
+        loss = token_share(mask, whole_mask) * value.loss
+        return loss, {"value_loss": value.loss.detach(), "value_clipfrac": value.clipfrac}
 
-    def optimizer_step(self, optimizer, loss: torch.Tensor) -> None:
-        optimizer.zero_grad()
-        self.manual_backward(loss)
+    def accumulate_gradients(self, minibatch: Experience, pretrain: SFTBatch | None) -> dict[str, float] | None:
+        """Backpropagate the actor's and critic's losses micro-batch by micro-batch into accumulated gradients.
+
+        Returns the metrics averaged over micro-batches, or None when a loss is not finite and the update
+        is skipped (the gradients are then cleared).
+        """
+        models = [model for model in (self.policy, self.critic) if model is not None]
+        for model in models:
+            model.zero_grad(set_to_none=True)
+        sums, counts = defaultdict(float), defaultdict(int)
+        for number, rows in enumerate(row_chunks(len(minibatch), self.train_micro_batch_size)):
+            micro = minibatch.select(torch.arange(len(minibatch), device=self.device)[rows])
+            loss, metrics = self.actor_loss(micro, pretrain, minibatch.response_mask, with_pretrain=number == 0)
+            losses = [loss]
+            if self.critic is not None:
+                value_loss, value_metrics = self.critic_loss(micro, minibatch.response_mask)
+                losses.append(value_loss)
+                metrics.update(value_metrics)
+            if not finite_or_skip("PPO loss", self.global_step, self.skip_nonfinite_updates, *losses):
+                for model in models:
+                    model.zero_grad(set_to_none=True)
+                return None
+            for model_loss in losses:
+                self.manual_backward(model_loss)
+            for name, value in metrics.items():
+                sums[name] += float(value)
+                counts[name] += 1
+        return {name: total / counts[name] for name, total in sums.items()}
+
+    def optimizer_step(self, optimizer) -> None:
+        """Clip the accumulated gradients and step; then free them."""
         self.clip_gradients(optimizer, gradient_clip_val=self.max_grad_norm, gradient_clip_algorithm="norm")
         optimizer.step()
         # Free the gradients now, not at the next step: the next minibatch's forward then runs without a
@@ -327,21 +396,15 @@ class PPOModule(L.LightningModule):
         for _ in range(self.ppo_epochs):
             order = torch.randperm(len(experience), device=self.device)
             for index in order[: minibatch_size * self.num_minibatches].split(minibatch_size):
-                minibatch = experience.select(index)
-                loss, metrics = self.actor_loss(minibatch, pretrain)
-                losses = [loss]
-                if critic_opt is not None:
-                    value_loss, value_metrics = self.critic_loss(minibatch)
-                    losses.append(value_loss)
-                    metrics.update(value_metrics)
-                if not finite_or_skip("PPO loss", self.global_step, self.skip_nonfinite_updates, *losses):
+                metrics = self.accumulate_gradients(experience.select(index), pretrain)
+                if metrics is None:
                     skipped += 1
                     continue
-                self.optimizer_step(actor_opt, loss)
+                self.optimizer_step(actor_opt)
                 if critic_opt is not None:
-                    self.optimizer_step(critic_opt, value_loss)
+                    self.optimizer_step(critic_opt)
                 for name, value in metrics.items():
-                    sums[name] += float(value)
+                    sums[name] += value
         steps = self.ppo_epochs * self.num_minibatches - skipped
         means = {name: torch.tensor(total / steps) for name, total in sums.items()} if steps else {}
         means["skipped_updates"] = torch.tensor(float(skipped))

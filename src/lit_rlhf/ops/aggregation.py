@@ -9,6 +9,10 @@ only its scale, once responses differ in length. With a mask m and |o_i| = Σ_t 
 - seq_mean_token_sum_norm  1/(B·L) Σ_i Σ_t m·l        Dr. GRPO's constant normaliser L (the generation
                                                       budget), so no length bias (Liu et al. 2025,
                                                       "Understanding R1-Zero-Like Training").
+
+Each is a sum over rows divided by a normaliser of the whole minibatch, so a minibatch split into
+micro-batches gives the same loss as Σ_micro aggregate(micro)·share(micro): `share` is the micro-batch's
+part of the normaliser (its tokens for token_mean, its rows for the others).
 """
 
 from __future__ import annotations
@@ -42,8 +46,20 @@ def seq_mean_token_sum_norm(values: Tensor, mask: Tensor, normalizer: float) -> 
     return masked_sum(values, mask, dim=1).sum() / (values.shape[0] * normalizer)
 
 
+def token_share(mask: Tensor, whole_mask: Tensor) -> float:
+    """The micro-batch's part of the whole minibatch's real tokens."""
+    return float(mask.sum()) / float(whole_mask.sum())
+
+
+def row_share(mask: Tensor, whole_mask: Tensor) -> float:
+    """The micro-batch's part of the whole minibatch's responses."""
+    return mask.shape[0] / whole_mask.shape[0]
+
+
 class TokenMean:
     """Every real token of the minibatch weighs the same (the default; DAPO's token-level loss)."""
+
+    share = staticmethod(token_share)
 
     def __call__(self, values: Tensor, mask: Tensor) -> Tensor:
         return token_mean(values, mask)
@@ -52,12 +68,16 @@ class TokenMean:
 class SeqMeanTokenMean:
     """Every response weighs the same, its tokens averaged (GRPO, Shao et al. 2024)."""
 
+    share = staticmethod(row_share)
+
     def __call__(self, values: Tensor, mask: Tensor) -> Tensor:
         return seq_mean_token_mean(values, mask)
 
 
 class SeqMeanTokenSum:
     """Each response's tokens summed, then averaged over responses."""
+
+    share = staticmethod(row_share)
 
     def __call__(self, values: Tensor, mask: Tensor) -> Tensor:
         return seq_mean_token_sum(values, mask)
@@ -70,6 +90,8 @@ class SeqMeanTokenSumNorm:
         normalizer: L > 0, usually the generation budget (max_new_tokens).
     """
 
+    share = staticmethod(row_share)
+
     def __init__(self, normalizer: float):
         if not normalizer > 0:
             raise ValueError(f"SeqMeanTokenSumNorm: normalizer must be > 0, got {normalizer}")
@@ -77,4 +99,3 @@ class SeqMeanTokenSumNorm:
 
     def __call__(self, values: Tensor, mask: Tensor) -> Tensor:
         return seq_mean_token_sum_norm(values, mask, self.normalizer)
-

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -45,6 +46,37 @@ class Generation:
     @property
     def prompt_length(self) -> int:
         return self.sequences.shape[1] - self.response_ids.shape[1]
+
+    def select(self, rows: slice | torch.Tensor) -> "Generation":
+        """The generations in `rows`."""
+        return Generation(*(getattr(self, field.name)[rows] for field in dataclasses.fields(self)))
+
+
+def concatenate_generations(parts: Sequence[Generation], pad_token_id: int) -> Generation:
+    """One Generation from chunks generated separately: responses right-padded to the longest chunk's.
+
+    Every chunk must share the prompt block (the same left-padded prompt width), as chunks of one batch do.
+    """
+    if len({part.prompt_length for part in parts}) != 1:
+        raise ValueError("generation chunks must share one prompt width; split the rows of one prompt batch")
+    width = max(part.response_ids.shape[1] for part in parts)
+
+    def padded(name: str, value) -> torch.Tensor:
+        """Each chunk's tensor, its response part right-padded to `width`, stacked along rows."""
+        return torch.cat(
+            [
+                torch.nn.functional.pad(getattr(part, name), (0, width - part.response_ids.shape[1]), value=value)
+                for part in parts
+            ]
+        )
+
+    return Generation(
+        sequences=padded("sequences", pad_token_id),
+        attention_mask=padded("attention_mask", 0),
+        response_ids=padded("response_ids", pad_token_id),
+        response_mask=padded("response_mask", False),
+        has_stop=torch.cat([part.has_stop for part in parts]),
+    )
 
 
 @torch.no_grad()

@@ -70,7 +70,7 @@ class PairLogps(NamedTuple):
 
 
 class PairLoss:
-    """What every loss of the group offers the module: no reference-free shortcut, no state."""
+    """What the module asks of every loss; by default it needs the reference, sums log-probs and keeps no state."""
 
     needs_reference: bool = True
     average_log_probs: bool = False

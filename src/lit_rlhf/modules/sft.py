@@ -14,7 +14,7 @@ from lit_rlhf.modules.common import (
     log_learning_rate,
     log_updated_metrics,
 )
-from lit_rlhf.ops.forward import sequence_token_logprobs
+from lit_rlhf.ops.forward import sequence_logprobs
 from lit_rlhf.ops.generation import SamplingConfig
 from lit_rlhf.ops.masking import masked_mean
 
@@ -58,7 +58,7 @@ class SFTModule(L.LightningModule):
 
     def response_nll(self, batch: SFTBatch) -> torch.Tensor:
         """Mean negative log-likelihood per response token."""
-        logprobs, _ = sequence_token_logprobs(self.policy, batch.input_ids, batch.attention_mask)
+        logprobs, _ = sequence_logprobs(self.policy, batch.input_ids, batch.attention_mask)
         return -masked_mean(logprobs, batch.loss_mask)
 
     def training_step(self, batch: SFTBatch, batch_idx: int):

@@ -14,7 +14,7 @@ import torch
 from transformers import PreTrainedModel
 
 from lit_rlhf.errors import ConfigError
-from lit_rlhf.ops.logprobs import token_logprobs
+from lit_rlhf.ops.logprobs import chunked_head_logprobs, entropy_from_logits, token_logprobs
 from lit_rlhf.ops.masking import last_true_index
 
 
@@ -71,6 +71,43 @@ def sequence_token_logprobs(
     """
     logits = causal_lm_logits(model, input_ids, attention_mask, first)[:, :-1]
     return token_logprobs(logits, input_ids[:, first + 1 :]), logits
+
+
+def sequence_logprobs(
+    model: PreTrainedModel,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    first: int = 0,
+    with_entropy: bool = False,
+    chunk_tokens: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """`sequence_token_logprobs`' log-probs (and entropies) without the (B, T, V) logits.
+
+    The backbone's hidden states go through the LM head a chunk of positions at a time
+    (`chunked_head_logprobs`); peak memory is one chunk's logits, forward and backward.
+    Models whose logits are more than the head's projection (soft-capped or scaled, e.g.
+    Gemma 2, Cohere) take the plain path.
+
+    Returns:
+        logprobs (B, T-1-first), and entropies (B, T-1-first) or None.
+    """
+    inner = transformers_model(model)
+    head = inner.get_output_embeddings()
+    if not isinstance(head, torch.nn.Linear) or _reshapes_logits(inner.config):
+        logprobs, logits = sequence_token_logprobs(model, input_ids, attention_mask, first)
+        return logprobs, entropy_from_logits(logits) if with_entropy else None
+    hidden = inner.base_model(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        position_ids=position_ids_from_mask(attention_mask),
+        use_cache=False,
+    ).last_hidden_state[:, first:-1]  # (B, T-1-first, H)
+    return chunked_head_logprobs(hidden, head, input_ids[:, first + 1 :], with_entropy, chunk_tokens)
+
+
+def _reshapes_logits(config) -> bool:
+    """Whether the model transforms the head's output (soft-capping, a logit scale) before returning logits."""
+    return any(getattr(config, key, None) not in (None, 1, 1.0) for key in ("final_logit_softcapping", "logit_scale"))
 
 
 def scalar_head_outputs(model: PreTrainedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:

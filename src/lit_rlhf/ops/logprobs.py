@@ -10,7 +10,12 @@ loses about two significant digits.
 from __future__ import annotations
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
+
+# Logit elements (positions x vocabulary) one chunk holds: 2^26 floats = 256 MiB in float32, i.e.
+# ~440 positions of a 152k vocabulary, or everything at once for a small one.
+CHUNK_LOGIT_ELEMENTS = 2**26
 
 
 def _compute_dtype(logits: Tensor) -> torch.dtype:
@@ -57,3 +62,48 @@ def entropy_from_logits(logits: Tensor) -> Tensor:
         probs = torch.softmax(row, dim=-1)
         entropies.append(torch.logsumexp(row, dim=-1) - (probs * row).sum(dim=-1))
     return torch.stack(entropies)
+
+
+def chunked_head_logprobs(
+    hidden: Tensor, head: nn.Linear, labels: Tensor, with_entropy: bool, chunk_tokens: int | None
+) -> tuple[Tensor, Tensor | None]:
+    """Log-probs (and entropies) of `labels` through the LM head, a chunk of positions at a time.
+
+    The (B, T, V) logits never exist: each chunk's (c, V) logits are made, reduced to (c,)
+    and dropped. Under autograd each chunk is checkpointed, so the backward pass remakes
+    one chunk's logits at a time instead of keeping all of them.
+
+    Args:
+        hidden: (B, T, H) last hidden states, aligned with `labels` (position t predicts labels[:, t]).
+        head: the LM head, (c, H) -> (c, V), with its (V, H) `weight`.
+        labels: (B, T) token ids.
+        with_entropy: also return the entropy of each next-token distribution.
+        chunk_tokens: positions per chunk; None sizes chunks to CHUNK_LOGIT_ELEMENTS.
+
+    Returns:
+        logprobs (B, T) and entropies (B, T) or None, in float32 (float64 for a float64 head).
+    """
+    batch, length = labels.shape
+    flat_hidden, flat_labels = hidden.reshape(batch * length, -1), labels.reshape(-1)
+
+    def reduce(h: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        logits = head(h)  # (c, V)
+        logits = logits.to(_compute_dtype(logits))
+        normalisers = torch.logsumexp(logits, dim=-1)
+        logprobs = logits.gather(-1, y.unsqueeze(-1)).squeeze(-1) - normalisers
+        if not with_entropy:
+            return logprobs, logprobs.new_empty(0)
+        logits = logits.clamp(min=torch.finfo(logits.dtype).min)
+        return logprobs, normalisers - (torch.softmax(logits, dim=-1) * logits).sum(-1)
+
+    chunk_tokens = chunk_tokens or max(1, CHUNK_LOGIT_ELEMENTS // head.weight.shape[0])
+    logprobs, entropies = [], []
+    for h, y in zip(flat_hidden.split(chunk_tokens), flat_labels.split(chunk_tokens)):
+        if torch.is_grad_enabled() and h.requires_grad:
+            lp, ent = checkpoint(reduce, h, y, use_reentrant=False)
+        else:
+            lp, ent = reduce(h, y)
+        logprobs.append(lp)
+        entropies.append(ent)
+    logprobs = torch.cat(logprobs).reshape(batch, length)
+    return logprobs, torch.cat(entropies).reshape(batch, length) if with_entropy else None

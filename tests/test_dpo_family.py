@@ -13,18 +13,14 @@ from hydra.utils import instantiate
 from lit_rlhf.config import CONFIG_DIR
 from lit_rlhf.errors import ConfigError
 from lit_rlhf.losses.dpo import BCOPairLoss, MixedLoss, PairLogps, SigmoidLoss, SimPOLoss
-from lit_rlhf.losses.dpo_functions import (
-    aot_loss,
+from lit_rlhf.losses.dpo_functions import aot_loss, discopop_loss, dpo_sigmoid_loss, exo_pair_loss, simpo_loss
+from lit_rlhf.losses.dpo_side_functions import (
     aot_pair_loss,
     apo_down_loss,
     apo_zero_loss,
     bco_pair_loss,
-    discopop_loss,
-    dpo_sigmoid_loss,
-    exo_pair_loss,
     nca_pair_loss,
     sft_loss,
-    simpo_loss,
     sppo_hard_loss,
 )
 from lit_rlhf.modules.dpo import DPOModule

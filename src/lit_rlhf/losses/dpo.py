@@ -1,6 +1,7 @@
 """The DPO loss family as config objects: the Hydra group `loss/dpo`.
 
-Each class binds the hyperparameters of one function in `dpo_functions` and is
+Each class binds the hyperparameters of one function in `dpo_functions` or
+`dpo_side_functions` and is
 called on a `PairLogps`; its `needs_reference` tells the module whether to run
 the reference model. Every YAML of the group wraps its loss in a `MixedLoss`
 under its own key, so `loss/dpo=[sigmoid,bco_pair]` merges two files into one
@@ -20,19 +21,21 @@ from lit_rlhf.losses.dpo_functions import (
     _check_beta,
     _check_label_smoothing,
     aot_loss,
-    aot_pair_loss,
-    apo_down_loss,
-    apo_zero_loss,
-    bco_pair_loss,
     discopop_loss,
     dpo_robust_loss,
     dpo_sigmoid_loss,
     exo_pair_loss,
     hinge_loss,
     ipo_loss,
+    simpo_loss,
+)
+from lit_rlhf.losses.dpo_side_functions import (
+    aot_pair_loss,
+    apo_down_loss,
+    apo_zero_loss,
+    bco_pair_loss,
     nca_pair_loss,
     sft_loss,
-    simpo_loss,
     sppo_hard_loss,
 )
 

@@ -31,6 +31,7 @@ from lit_rlhf.data.batches import PPOBatch, PromptBatch, SFTBatch
 from lit_rlhf.errors import ConfigError
 from lit_rlhf.losses.ppo import clipped_value_loss, explained_variance, old_policy_kl, token_log_ratio
 from lit_rlhf.models.reference import Reference
+from lit_rlhf.models.reward_inputs import own_tokenizer, reward_model_inputs
 from lit_rlhf.modules.common import (
     build_optimizer,
     disable_dropout,
@@ -61,8 +62,8 @@ class PPOModule(L.LightningModule):
             the policy with its adapters off).
         reference_dtype: dtype of the reference copy (bfloat16 halves its memory).
         critic: a scalar-head model (values), or None for critic-free advantages (RLOO, GRPO, ...).
-        reward_model: a frozen scalar-head model scoring prompt + response (it reads the policy's token
-            ids, so it must share the policy's tokenizer), a list of them (an ensemble, combined by
+        reward_model: a frozen scalar-head model scoring prompt + response (with a tokenizer of its own, it
+            scores the decoded texts re-tokenized), a list of them (an ensemble on the policy's ids, combined by
             `reward_aggregation`), or None ...
         reward_fn: ... a programmatic reward on texts (prompts, responses) -> (B,). Exactly one of the two.
         reward_aggregation: how an ensemble's scores combine: mean, min or uncertainty_weighted (mean − λ·std;
@@ -145,6 +146,8 @@ class PPOModule(L.LightningModule):
             else None
         )
         self.reward_fn, self.gold_reward, self.tokenizer = reward_fn, gold_reward, tokenizer
+        # A reward model with a tokenizer of its own scores re-tokenized texts (None: it reads the policy's ids).
+        self.reward_tokenizer = own_tokenizer(reward_model, tokenizer) if reward_model is not None else None
         for model in (self.policy, self.critic):
             if model is not None:
                 disable_dropout(model)
@@ -174,6 +177,9 @@ class PPOModule(L.LightningModule):
         """(B,) the reward source's score of each response, at its last real token."""
         if isinstance(self.reward_model, RewardEnsemble):
             return self.reward_model.score(generation.sequences, generation.attention_mask)
+        if self.reward_tokenizer is not None:
+            ids, mask = reward_model_inputs(self.reward_tokenizer, prompts, responses, generation.has_stop)
+            return last_token_rewards(self.reward_model, ids.to(self.device), mask.to(self.device))
         if self.reward_model is not None:
             return last_token_rewards(self.reward_model, generation.sequences, generation.attention_mask)
         return self.reward_fn(prompts, responses).to(self.device, torch.float32)

@@ -220,7 +220,7 @@ def our_config(run, experiment: str, iterations: int | None = None):
     """`python -m lit_rlhf.train +experiment=NAME`'s config for this run, less validation, logs and checkpoints."""
     overrides = [f"+experiment={experiment}", f"seed={run.seed}", f"model.policy.name_or_path={run.model_path}"]
     overrides += [f"trainer.limit_train_batches={iterations or run.steps}", "trainer.val_check_interval=null"]
-    overrides += ["+trainer.limit_val_batches=0", "+trainer.enable_progress_bar=false", "trainer.log_every_n_steps=1"]
+    overrides += ["trainer.limit_val_batches=0", "+trainer.enable_progress_bar=false", "trainer.log_every_n_steps=1"]
     overrides += ["callbacks=none", "validate_before_fit=false", f"paths.output_dir={run.workdir}/ours"]
     return compose_train(overrides + ([f"data.batch_size={run.batch_size}"] if run.batch_size else []))
 

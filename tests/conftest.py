@@ -30,7 +30,7 @@ FAST = [
     "logger=csv",
     "trainer.max_epochs=1",
     "trainer.limit_train_batches=2",
-    "+trainer.limit_val_batches=1",
+    "trainer.limit_val_batches=1",
     "trainer.val_check_interval=null",
     "trainer.log_every_n_steps=1",
     "~callbacks.progress_bar",

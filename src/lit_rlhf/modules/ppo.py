@@ -42,7 +42,7 @@ from lit_rlhf.modules.common import (
 )
 from lit_rlhf.ops.aggregation import token_share
 from lit_rlhf.ops.chunking import map_row_chunks, row_chunks
-from lit_rlhf.ops.forward import last_token_rewards, scalar_head_outputs, sequence_token_logprobs
+from lit_rlhf.ops.forward import last_token_rewards, scalar_head_outputs, sequence_logprobs, sequence_token_logprobs
 from lit_rlhf.ops.generation import Generation, SamplingConfig, concatenate_generations, decode_responses, generate
 from lit_rlhf.ops.logprobs import entropy_from_logits
 from lit_rlhf.ops.masking import last_true_index, masked_mean, masked_sum
@@ -252,11 +252,8 @@ class PPOModule(L.LightningModule):
         sequences, attention_mask, mask = generation.sequences, generation.attention_mask, generation.response_mask
         # Position start + t predicts response token t: only the response's positions are scored.
         start = generation.prompt_length - 1
-        old_logprobs, logits = sequence_token_logprobs(self.policy, sequences, attention_mask, start)
+        old_logprobs, _, logits = self.token_logprobs(self.policy, sequences, attention_mask, start)
         ref_logprobs, ref_logits = self.reference_forward(sequences, attention_mask, start)
-        # (B, R, V) logits are only kept for the exact (`full`) estimator.
-        if not self.kl.needs_logits:
-            logits = ref_logits = None
         values = None
         if self.critic is not None:
             values = scalar_head_outputs(self.critic, sequences, attention_mask)[:, start:-1].masked_fill(~mask, 0.0)
@@ -276,16 +273,32 @@ class PPOModule(L.LightningModule):
         scores = self.with_missing_eos_penalty(self.score(generation, batch.prompts, responses), generation)
         return self.score_shaping(scores, update=False)
 
+    def token_logprobs(
+        self, model, sequences: torch.Tensor, attention_mask: torch.Tensor, first: int, with_entropy: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """Per-token log-probs (B, T-1-first) from position `first` on, entropies if asked, and the logits.
+
+        The (B, T, V) logits exist only for the exact (`full`) KL estimator, which needs them; otherwise
+        the LM head runs a chunk of positions at a time (`sequence_logprobs`) and the logits are None.
+        """
+        if self.kl.needs_logits:
+            logprobs, logits = sequence_token_logprobs(model, sequences, attention_mask, first)
+            return logprobs, entropy_from_logits(logits) if with_entropy else None, logits
+        logprobs, entropy = sequence_logprobs(model, sequences, attention_mask, first, with_entropy)
+        return logprobs, entropy, None
+
     @torch.no_grad()
     def reference_forward(
         self, sequences: torch.Tensor, attention_mask: torch.Tensor, first: int
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-token log-probs (B, T-1-first) and logits of the frozen reference, from position `first` on.
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Per-token log-probs (B, T-1-first) of the frozen reference from position `first` on, and its
+        logits for the exact estimator (else None).
 
         The one place the reference runs: with LoRA it becomes the policy with its adapters switched off.
         """
         with self.reference.model() as reference:
-            return sequence_token_logprobs(reference, sequences, attention_mask, first)
+            logprobs, _, logits = self.token_logprobs(reference, sequences, attention_mask, first)
+        return logprobs, logits
 
     # ------------------------------------------------------------------ update
     def reference_logits(self, minibatch: Experience) -> Callable[[], torch.Tensor]:
@@ -311,13 +324,14 @@ class PPOModule(L.LightningModule):
         """
         mask, start = minibatch.response_mask, minibatch.prompt_length - 1
         whole_mask = mask if whole_mask is None else whole_mask
-        logprobs, logits = sequence_token_logprobs(self.policy, minibatch.sequences, minibatch.attention_mask, start)
+        logprobs, entropies, logits = self.token_logprobs(
+            self.policy, minibatch.sequences, minibatch.attention_mask, start, with_entropy=True
+        )
         policy_loss, policy_metrics = self.trust_region.policy_loss(
             logprobs, minibatch.old_logprobs, minibatch.advantages, mask, self.aggregate
         )
-        # Without an entropy bonus the entropy is a metric: no graph through a softmax over (B, R, V).
-        with torch.set_grad_enabled(torch.is_grad_enabled() and self.entropy_coef != 0):
-            entropy = masked_mean(entropy_from_logits(logits), mask)
+        # Without an entropy bonus the entropy is only a metric.
+        entropy = masked_mean(entropies if self.entropy_coef != 0 else entropies.detach(), mask)
         kl_term = self.kl.loss_term(
             logprobs,
             minibatch.ref_logprobs,
@@ -427,7 +441,7 @@ class PPOModule(L.LightningModule):
         for index in torch.arange(len(experience), device=self.device).split(chunk_size):
             chunk = experience.select(index)
             mask, start = chunk.response_mask, chunk.prompt_length - 1
-            logprobs, _ = sequence_token_logprobs(self.policy, chunk.sequences, chunk.attention_mask, start)
+            logprobs, _, _ = self.token_logprobs(self.policy, chunk.sequences, chunk.attention_mask, start)
             total += float(masked_sum(old_policy_kl(token_log_ratio(logprobs, chunk.old_logprobs, mask)), mask))
             tokens += int(mask.sum())
         return total / max(tokens, 1)
@@ -464,7 +478,7 @@ class PPOModule(L.LightningModule):
             self.seed + batch_idx,
         )
         mask, start = generation.response_mask, generation.prompt_length - 1
-        logprobs, logits = sequence_token_logprobs(self.policy, generation.sequences, generation.attention_mask, start)
+        logprobs, _, logits = self.token_logprobs(self.policy, generation.sequences, generation.attention_mask, start)
         ref_logprobs, ref_logits = self.reference_forward(generation.sequences, generation.attention_mask, start)
         per_token_kl = self.kl.measure(logprobs, ref_logprobs, mask, logits, ref_logits)
         metrics = self.val_metrics

@@ -21,7 +21,12 @@ SGD = [
 
 @pytest.mark.parametrize(
     ("experiment", "extra"),
-    [("rm_tiny", []), ("dpo", ["module.val_sample_batches=0", "regularizer/nll=chosen"])],
+    [
+        ("rm_tiny", []),
+        ("dpo", ["module.val_sample_batches=0", "regularizer/nll=chosen"]),
+        # SFT: each batch is normalised by its accumulation window's response tokens (lit_rlhf.data.windows).
+        ("sft_tiny", ["module.val_sample_batches=0", "~module.optimizer.betas"]),
+    ],
 )
 def test_batch_8_equals_batch_2_accumulated_4_times(tmp_path, experiment, extra):
     weights = {}

@@ -21,6 +21,8 @@ class SFTBatch:
             (aligned with log-probs of input_ids[:, 1:]).
         prompt_input_ids, prompt_attention_mask: (B, P) the prompts alone, left-padded for sampling.
         prompts: the B prompt texts.
+        window_tokens: () response tokens (True entries of loss_mask) in this batch's gradient-accumulation
+            window: its own count unless the batch was drawn with others (`lit_rlhf.data.windows`).
     """
 
     input_ids: torch.Tensor
@@ -29,6 +31,7 @@ class SFTBatch:
     prompt_input_ids: torch.Tensor
     prompt_attention_mask: torch.Tensor
     prompts: list[str]
+    window_tokens: torch.Tensor
 
 
 @dataclass

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Sequence
 
 import torch
@@ -75,17 +75,26 @@ def response_target_mask(examples: Sequence[EncodedExample], width: int) -> torc
 
 
 def collate_sft(items: Sequence[SFTItem], pad_id: int) -> SFTBatch:
+    """A batch that is its own accumulation window (`window_tokens` counts its own response tokens)."""
     examples = [item.example for item in items]
     input_ids, attention_mask = pad_right([e.ids for e in examples], pad_id)
     prompt_ids, prompt_mask = pad_left([e.ids[: e.prompt_length] for e in examples], pad_id)
+    loss_mask = response_target_mask(examples, input_ids.shape[1])
     return SFTBatch(
         input_ids=input_ids,
         attention_mask=attention_mask,
-        loss_mask=response_target_mask(examples, input_ids.shape[1]),
+        loss_mask=loss_mask,
         prompt_input_ids=prompt_ids,
         prompt_attention_mask=prompt_mask,
         prompts=[item.prompt for item in items],
+        window_tokens=loss_mask.sum(),
     )
+
+
+def collate_sft_window(keyed: Sequence[tuple[SFTItem, int]], pad_id: int) -> SFTBatch:
+    """Items keyed with their window's response-token total (`lit_rlhf.data.windows.WindowedRows`)."""
+    batch = collate_sft([item for item, _ in keyed], pad_id)
+    return replace(batch, window_tokens=torch.tensor(keyed[0][1], dtype=torch.long))
 
 
 def collate_preferences(items: Sequence[PreferenceItem], pad_id: int) -> PreferenceBatch:

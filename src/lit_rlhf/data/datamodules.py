@@ -35,6 +35,7 @@ from lit_rlhf.data.collate import (
     collate_preferences,
     collate_prompts,
     collate_sft,
+    collate_sft_window,
 )
 from lit_rlhf.data.records import PreferenceRecord, RankedRecord, SFTRecord
 from lit_rlhf.data.tokenization import check_lengths, report_truncation
@@ -53,6 +54,7 @@ from lit_rlhf.data.tokenized import (
     table_fingerprint,
     table_path,
 )
+from lit_rlhf.data.windows import AccumulationWindows, WindowedRows, response_token_counts
 from lit_rlhf.errors import ConfigError, DataError
 
 log = logging.getLogger("lit_rlhf")
@@ -287,6 +289,27 @@ class SFTDataModule(RecordDataModule):
 
     def collate(self, items: list[SFTItem]) -> SFTBatch:
         return collate_sft(items, self.tokenizer.pad_token_id)
+
+    def train_dataloader(self) -> StatefulDataLoader:
+        """The shuffled order of `train_loader`, drawn in accumulation windows of the trainer's
+        `accumulate_grad_batches` batches; each batch carries its window's response-token total."""
+        accumulate, limit = 1, None
+        if self.trainer is not None:
+            accumulate, limit = self.trainer.accumulate_grad_batches, self.trainer.limit_train_batches
+        windows = AccumulationWindows(
+            RandomSampler(self.train_items, generator=torch.Generator().manual_seed(self.seed)),
+            self.batch_size,
+            drop_last=len(self.train_items) >= self.batch_size,
+            token_counts=response_token_counts(self.train_items),
+            accumulate=accumulate,
+            limit_batches=limit,
+        )
+        return StatefulDataLoader(
+            WindowedRows(self.train_items),
+            batch_sampler=windows,
+            collate_fn=functools.partial(collate_sft_window, pad_id=self.tokenizer.pad_token_id),
+            num_workers=self.num_workers,
+        )
 
 
 class PreferenceDataModule(RecordDataModule):

@@ -16,11 +16,16 @@ from lit_rlhf.modules.common import (
 )
 from lit_rlhf.ops.forward import sequence_logprobs
 from lit_rlhf.ops.generation import SamplingConfig
-from lit_rlhf.ops.masking import masked_mean
+from lit_rlhf.ops.masking import masked_mean, masked_sum
 
 
 class SFTModule(L.LightningModule):
     """Next-token cross-entropy on response tokens (prompt tokens are context only).
+
+    Training takes the token mean over each gradient-accumulation window, not over each batch: with
+    `trainer.accumulate_grad_batches=N` one optimizer step follows the gradient of the mean NLL of every
+    response token in its N batches, the same step as one batch N times larger. `val/loss` and
+    `train/loss` stay per-batch token means (nats/token).
 
     Args:
         policy: the causal LM being trained.
@@ -62,10 +67,15 @@ class SFTModule(L.LightningModule):
         return -masked_mean(logprobs, batch.loss_mask)
 
     def training_step(self, batch: SFTBatch, batch_idx: int):
-        loss = self.response_nll(batch)
+        logprobs, _ = sequence_logprobs(self.policy, batch.input_ids, batch.attention_mask)
+        nll = -masked_sum(logprobs, batch.loss_mask)
+        # Lightning divides every batch's loss by N (the last, shorter window of an epoch too), so N * this
+        # batch's share of the window's token mean sums to that mean over the window. N = 1: nll / own tokens.
+        loss = nll / batch.window_tokens * self.trainer.accumulate_grad_batches
         if not finite_or_skip("SFT loss", self.global_step, self.skip_nonfinite_updates, loss):
             return None
-        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch.prompts))
+        token_mean = nll.detach() / batch.loss_mask.sum()
+        self.log("train/loss", token_mean, prog_bar=True, batch_size=len(batch.prompts))
         log_learning_rate(self, len(batch.prompts))
         return loss
 

@@ -190,7 +190,7 @@ def test_cli_unknown_choice_lists_the_options(tmp_path):
     assert "Could not find 'regularizer/kl/bogus'" in result.stderr
     options = re.search(r"Available options in 'regularizer/kl':\n((?:\t.*\n)+)", result.stderr)
     assert options, result.stderr
-    assert options[1].split() == ["in_loss", "in_reward", "none"]
+    assert options[1].split() == ["in_loss", "in_reward", "in_score", "none"]
     assert "Traceback" not in result.stderr
 
 

@@ -27,6 +27,7 @@ for _name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE", "
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch  # noqa: E402
+from _flops import FlopCounter, flop_summary, matmul_peak  # noqa: E402
 
 # Only the light parts of lit-rlhf here (no Lightning, no Hydra): TRL's side imports this module too.
 from lit_rlhf.data.collate import PromptItem, collate_prompts  # noqa: E402
@@ -44,7 +45,8 @@ SEED = 0
 MAX_LENGTH, MAX_PROMPT_LENGTH = 64, 24
 SAMPLING = SamplingConfig(max_new_tokens=40, temperature=1.0, top_k=0, top_p=1.0)
 # `--model large`: a randomly initialised Llama with the tiny tokenizer, 10.8M parameters.
-LARGE_LLAMA = dict(hidden_size=384, intermediate_size=1024, num_hidden_layers=6, max_position_embeddings=256)
+# 512 positions: the long-prompt pairs reach 480 tokens (RoPE has no weights: the same model as at 256).
+LARGE_LLAMA = dict(hidden_size=384, intermediate_size=1024, num_hidden_layers=6, max_position_embeddings=512)
 LARGE_LLAMA |= dict(num_attention_heads=6, num_key_value_heads=6, tie_word_embeddings=True)
 # Every TRL trainer: fp32 on the CPU as ours (TRL defaults to bf16 autocast and gradient checkpointing),
 # no reporting, saving, progress bar or dataloader workers.
@@ -76,12 +78,12 @@ def compose_train(overrides: list[str]):
         return compose("train", overrides=overrides)
 
 
-def preference_datamodule(tokenizer, batch_size: int):
-    """Our datamodule on the embedded pairs (seed 0), as the `task_pairs` data config builds it; set up."""
+def preference_datamodule(tokenizer, batch_size: int, data: list[str] = ("data=task_pairs",)):
+    """Our datamodule on the pairs that the `data` overrides choose (the embedded ones), seed 0; set up."""
     from hydra.utils import instantiate
 
     sizes = [f"data.batch_size={batch_size}", f"data.val_batch_size={batch_size}"]
-    datamodule = instantiate(compose_train(["data=task_pairs", f"seed={SEED}", *sizes]).data, tokenizer=tokenizer)
+    datamodule = instantiate(compose_train([*data, f"seed={SEED}", *sizes]).data, tokenizer=tokenizer)
     datamodule.setup()
     return datamodule
 
@@ -150,16 +152,20 @@ class Clock:
     moves; per CPU-second of the process, which counts work rather than waiting.
     """
 
-    def __init__(self):
+    def __init__(self, counter: FlopCounter | None = None, peak: dict | None = None):
+        """`counter`: count tokens and model FLOPs of every step (see _flops.py); `peak`: matmul FLOP/s by dtype."""
         self.walls, self.cpus, self.metrics, self.pending = [], [], {}, {}
-        self.rss_before, self.first_batch = None, None
+        self.rss_before, self.first_batch, self.counter, self.peak = None, None, counter, peak
 
     def start(self) -> None:
         self.rss_before = memory_mib("VmRSS")
+        if self.counter:
+            self.counter.patch().start()  # for the rest of this worker process
 
     def tick(self, **metrics) -> None:
         self.walls.append(time.perf_counter())
         self.cpus.append(time.process_time())
+        metrics |= self.counter.take() if self.counter else {}
         for name, value in metrics.items():
             self.metrics.setdefault(name, []).append(float(value))
 
@@ -174,6 +180,9 @@ class Clock:
         result |= dict(rate_per_cpu_second=units / (cpus[-1] - cpus[0]), units_per_step=units_per_step)
         result |= dict(step_seconds=steps, rss_before_training_mib=self.rss_before, peak_rss_mib=memory_mib("VmHWM"))
         means = {name: statistics.mean(values[warmup:]) for name, values in self.metrics.items() if values[warmup:]}
+        if self.counter:
+            dtype = "bfloat16" if "torch.bfloat16" in self.counter.dtypes else "float32"
+            means |= flop_summary(self.metrics, warmup, walls[-1] - walls[0], self.peak, dtype)
         return result | means | {"per_step": self.metrics}
 
 
@@ -343,40 +352,68 @@ def run_worker(run: dict, side: str, seed: int) -> dict:
             sys.stderr.write(proc.stdout[-4000:] + proc.stderr[-8000:])
             raise SystemExit(f"{side} worker of {run['algo']} on {run['model']} failed (exit {proc.returncode})")
         result = json.loads(out.read_text())
-    if side != "check":
+    if side == "probe":
+        print("  matmul peak: " + ", ".join(f"{k} {v / 1e9:.1f} GFLOP/s" for k, v in result["peak"].items()), flush=True)
+    elif side != "check":
         rates, memory = ", ".join(f"{result[k]:.1f}" for k in RATES), f"peak RSS {result['peak_rss_mib']:.0f} MiB"
-        print(f"  {side:4s} seed {seed}: {run['unit']}/s {rates}, {memory}, gold {result['gold']:.3f}", flush=True)
+        gold = "" if result.get("gold") is None else f", gold {result['gold']:.3f}"
+        flops = f", MFU {result['mfu']:.1%}, padding {result['padding_waste']:.1%}" if "mfu" in result else ""
+        print(f"  {side:4s} seed {seed}: {run['unit']}/s {rates}, {memory}{gold}{flops}", flush=True)
     return result | {"process_seconds": time.perf_counter() - started, "load_average_after": os.getloadavg()[0]}
 
 
 def benchmark(comparison: Comparison, run: dict, repeats: int, check: bool) -> dict:
-    """Both sides `repeats` times, rounds alternating which goes first, then the agreement check."""
+    """Every side `repeats` times, rounds rotating which goes first, between two matmul-peak probes; the check.
+
+    Sides: ours and TRL as matched to ours, and with `run["trl_defaults"]` TRL at its own defaults too.
+    The workers' MFU is against the first probe's peak; both probes are kept (the machine is shared).
+    """
     if comparison.prepare:
         comparison.prepare(SimpleNamespace(**run))
-    runs = {"ours": [], "trl": []}
+    sides = ("ours", "trl", "trl_defaults") if run.get("trl_defaults") else ("ours", "trl")
+    sides = tuple(run.get("arms") or sides)
+    peaks = [run_worker(run, "probe", run["seed"])["peak"]]
+    run = run | {"peak": peaks[0]}
+    runs = {side: [] for side in sides}
     for round_ in range(repeats):
-        for side in ("ours", "trl")[:: -1 if round_ % 2 else 1]:
+        for side in sides[round_ % len(sides) :] + sides[: round_ % len(sides)]:
             runs[side].append(run_worker(run, side, run["seed"] + round_ * comparison.seed_per_round))
+    peaks.append(run_worker(run, "probe", run["seed"])["peak"])
+    peak = {key: max(p[key] for p in peaks) for key in peaks[0]}  # the neighbours' load only ever lowers it
+    for result in (r for rs in runs.values() for r in rs if "model_flops_per_second" in r):
+        result |= dict(mfu=result["model_flops_per_second"] / peak[result["compute_dtype"]])
+        result |= dict(mfu_vs_float32_peak=result["model_flops_per_second"] / peak["float32"])
+        result |= dict(peak_flops_per_second=peak[result["compute_dtype"]])
     if comparison.check:
         agreement = run_worker(run, "check", run["seed"]) if check else {"compared": []}
     else:
-        compared = loss_agreement(runs)  # its first entry: the first step's loss
-        agreement = {"compared": compared, "failed": compared[0]["abs_diff"] > 1e-4}
-    return {"summary": summarize(runs), "check": agreement, "runs": runs}
+        compared = loss_agreement(runs) if "trl" in runs else [{"abs_diff": 0.0}]  # first: the first step's loss
+        agreement = {"compared": compared if "trl" in runs else [], "failed": compared[0]["abs_diff"] > 1e-4}
+        if "trl_defaults" in runs:  # bf16 and clipped: not expected to agree, reported
+            agreement["trl_defaults"] = loss_agreement({"ours": runs["ours"], "trl": runs["trl_defaults"]})
+    return {"summary": summarize(runs), "check": agreement, "matmul_peaks": peaks, "runs": runs}
+
+
+FLOP_SUMMARY = ("mfu", "mfu_vs_float32_peak", "model_flops_per_second", "padded_flops_per_second", "padding_waste")
 
 
 def summarize(runs: dict[str, list[dict]]) -> dict:
-    """Medians per side, and ours / TRL of each median rate (> 1: ours is faster)."""
-    keys = (*RATES, "peak_rss_mib", "rss_before_training_mib", "response_length", "gold")
-    summary = {side: {k: statistics.median(r[k] for r in rs) for k in keys if k in rs[0]} for side, rs in runs.items()}
-    return summary | {"ours_over_trl": {k: summary["ours"][k] / summary["trl"][k] for k in RATES}}
+    """Medians per side, and ours / TRL (each TRL side) of each median rate (> 1: ours is faster)."""
+    keys = (*RATES, "peak_rss_mib", "rss_before_training_mib", "response_length", "gold", *FLOP_SUMMARY)
+    present = lambda rs, k: k in rs[0] and all(r.get(k) is not None for r in rs)  # noqa: E731
+    summary = {side: {k: statistics.median(r[k] for r in rs) for k in keys if present(rs, k)} for side, rs in runs.items()}
+    for side in runs:
+        if "compute_dtype" in runs[side][0]:
+            summary[side]["compute_dtype"] = runs[side][0]["compute_dtype"]
+    ratios = {f"ours_over_{side}": {k: summary["ours"][k] / summary[side][k] for k in RATES} for side in runs if side != "ours"}
+    return summary | ratios
 
 
 def loss_agreement(runs: dict[str, list[dict]]) -> list[dict]:
     """The first step's metrics of the two sides on the same batch, and how far their losses drift later."""
     ours, trl = runs["ours"][0]["per_step"], runs["trl"][0]["per_step"]
     diffs = [abs(a - b) for a, b in zip(ours["loss"], trl["loss"])]
-    first = [compare(f"first-step {name}", ours[name][0], trl[name][0]) for name in ours]
+    first = [compare(f"first-step {name}", ours[name][0], trl[name][0]) for name in ours if not name.startswith("flops")]
     return first + [compare(f"loss over {len(diffs)} steps, max", None, None, max(diffs), per_step=diffs)]
 
 
@@ -398,8 +435,37 @@ def table_row(name: str, unit: str, payload: dict) -> str:
     (ours, trl), ratio = (s["ours"], s["trl"]), s["ours_over_trl"]
     rates = [f"{side['rate']:.1f} ({side['rate_by_median_step']:.1f}) {unit}/s" for side in (ours, trl)]
     ratios = f"**{ratio['rate']:.2f}x** ({ratio['rate_by_median_step']:.2f}x, {ratio['rate_per_cpu_second']:.2f}x)"
-    memory, gold = f"{ours['peak_rss_mib']:.0f} / {trl['peak_rss_mib']:.0f}", f"{ours['gold']:.3f} / {trl['gold']:.3f}"
+    memory = f"{ours['peak_rss_mib']:.0f} / {trl['peak_rss_mib']:.0f}"
+    gold = f"{ours['gold']:.3f} / {trl['gold']:.3f}" if "gold" in ours else "—"
     batch = payload["runs"]["ours"][0]["units_per_step"]
     cells = [name, payload["model"], f"{batch} × {steps} ({steps - warmup})", *rates, ratios]
-    cells += [memory, f"{gold} ({payload['gold_before']:.3f})", check_line(payload["check"]["compared"])]
+    before = f" ({payload['gold_before']:.3f})" if payload.get("gold_before") is not None else ""
+    cells += [memory, gold + before, check_line(payload["check"]["compared"])]
     return "| " + " | ".join(cells) + " |"
+
+
+FLOP_HEADER = "| set | benchmark | TRL arm | batch × steps (timed) | ours | TRL | ours / TRL (median step) "
+FLOP_HEADER += "| peak RSS MiB ours / TRL | MFU ours / TRL | model GFLOP/s ours / TRL | padding waste ours / TRL "
+FLOP_HEADER += "| first-step loss ours / TRL (\\|diff\\|) | load |\n" + "|---" * 13 + "|"
+
+
+def flop_rows(data: str, name: str, unit: str, payload: dict) -> list[str]:
+    """The rows of the MFU-and-padding table, one per TRL arm: medians over the rounds."""
+    s, settings, rows = payload["summary"], payload["settings"], []
+    steps, warmup, ours = settings["steps"], settings["warmup"], s["ours"]
+    loads = [r["load_average_after"] for rs in payload["runs"].values() for r in rs]
+    for side, arm in (("trl", "fp32, matched to ours"), ("trl_defaults", "its defaults")):
+        if side not in s:
+            continue
+        trl, ratio = s[side], s[f"ours_over_{side}"]
+        check = payload["check"]["compared"] if side == "trl" else payload["check"]["trl_defaults"]
+        first = check[0]
+        cells = [data, name, f"{arm} ({trl.get('compute_dtype', '?')})", f"{settings['batch_size']} × {steps} ({steps - warmup})"]
+        cells += [f"{ours['rate']:.2f} {unit}/s", f"{trl['rate']:.2f} {unit}/s"]
+        cells += [f"**{ratio['rate']:.2f}x** ({ratio['rate_by_median_step']:.2f}x)"]
+        cells += [f"{ours['peak_rss_mib']:.0f} / {trl['peak_rss_mib']:.0f}", f"{ours['mfu']:.1%} / {trl['mfu']:.1%}"]
+        cells += [f"{ours['model_flops_per_second'] / 1e9:.1f} / {trl['model_flops_per_second'] / 1e9:.1f}"]
+        cells += [f"{ours['padding_waste']:.1%} / {trl['padding_waste']:.1%}"]
+        cells += [f"{first['ours']:.6f} / {first['trl']:.6f} ({first['abs_diff']:.1e})", f"{min(loads):.1f}–{max(loads):.1f}"]
+        rows.append("| " + " | ".join(cells) + " |")
+    return rows

@@ -74,7 +74,7 @@ def test_without_accumulation_the_loader_is_todays(sft_run):
     """N = 1: the same shuffled batches as the plain loader, each its own window."""
     datamodule = sft_run.datamodule
     datamodule.trainer = None
-    plain = train_loader(datamodule.train_items, 4, datamodule.collate, datamodule.seed, 0)
+    plain = train_loader(datamodule.train_items, 4, datamodule.collate, datamodule.seed, 0, rank=0, world_size=1)
     for want, got in itertools.islice(zip(plain, datamodule.train_dataloader(), strict=True), 20):
         assert torch.equal(want.input_ids, got.input_ids)
         assert torch.equal(want.loss_mask, got.loss_mask)

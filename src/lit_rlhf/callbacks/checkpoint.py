@@ -71,7 +71,8 @@ class ResumableCheckpoint(L.Callback):
 
     def on_train_end(self, trainer, pl_module) -> None:
         self.save(trainer)
-        log.info("checkpoint: %s", self.last_path)
+        if trainer.is_global_zero:
+            log.info("checkpoint: %s", self.last_path)
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
         checkpoint["rng_states"] = capture_rng_states()

@@ -7,7 +7,8 @@ tokenizer and lengths reads the tables back without loading a record. `path` and
 `skip_invalid` only anchor `data.path=` / `data.skip_invalid=` on the command
 line: the source reads them through interpolation. Training loaders are
 torchdata `StatefulDataLoader`s, so a resumed run continues from the same
-position in the same shuffled order.
+position in the same shuffled order; under data parallelism each rank reads
+its share of that order (`lit_rlhf.data.sharding`).
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ import torch
 from lightning.pytorch.utilities import CombinedLoader
 from torch.utils.data import DataLoader
 from torchdata.stateful_dataloader import StatefulDataLoader
-from torchdata.stateful_dataloader.sampler import RandomSampler
 from transformers import PreTrainedTokenizerBase
 
 from lit_rlhf.data.batches import PPOBatch, PreferenceBatch, PromptBatch, SFTBatch
@@ -38,6 +38,7 @@ from lit_rlhf.data.collate import (
     collate_sft_window,
 )
 from lit_rlhf.data.records import PreferenceRecord, RankedRecord, SFTRecord
+from lit_rlhf.data.sharding import ShardedShuffle, evaluation_shard
 from lit_rlhf.data.tokenization import check_lengths, report_truncation
 from lit_rlhf.data.tokenized import (
     COMPLETIONS,
@@ -105,20 +106,32 @@ def _load_records(source, train_split: str, val_split: str | None, val_fraction:
     return [r for i, r in enumerate(train) if i not in held_out], [r for i, r in enumerate(train) if i in held_out]
 
 
-def train_loader(dataset, batch_size: int, collate_fn, seed: int, num_workers: int) -> StatefulDataLoader:
+def train_loader(
+    dataset, batch_size: int, collate_fn, seed: int, num_workers: int, rank: int, world_size: int
+) -> StatefulDataLoader:
+    """This rank's share of a seeded shuffle (`data.sharding`), resumable mid-epoch."""
+    sampler = ShardedShuffle(len(dataset), seed, rank, world_size)
     return StatefulDataLoader(
         dataset,
         batch_size=batch_size,
-        shuffle=True,
-        drop_last=len(dataset) >= batch_size,
-        generator=torch.Generator().manual_seed(seed),
+        sampler=sampler,
+        drop_last=len(sampler) >= batch_size,
         collate_fn=collate_fn,
         num_workers=num_workers,
     )
 
 
-def eval_loader(dataset, batch_size: int, collate_fn, num_workers: int) -> DataLoader:
-    return DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate_fn, num_workers=num_workers)
+def eval_loader(dataset, batch_size: int, collate_fn, num_workers: int, rank: int, world_size: int) -> DataLoader:
+    """In order; under data parallelism each rank reads its shard."""
+    sampler = evaluation_shard(dataset, rank, world_size)
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, collate_fn=collate_fn, num_workers=num_workers)
+
+
+def data_parallel_place(datamodule: L.LightningDataModule) -> tuple[int, int]:
+    """(rank, world size) of the trainer running this datamodule; (0, 1) before a trainer is attached."""
+    if datamodule.trainer is None:
+        return 0, 1
+    return datamodule.trainer.global_rank, datamodule.trainer.world_size
 
 
 def _require_records(records: list, split: str) -> None:
@@ -248,10 +261,12 @@ class RecordDataModule(L.LightningDataModule):
         raise NotImplementedError
 
     def train_dataloader(self):
-        return train_loader(self.train_items, self.batch_size, self.collate, self.seed, self.num_workers)
+        place = data_parallel_place(self)
+        return train_loader(self.train_items, self.batch_size, self.collate, self.seed, self.num_workers, *place)
 
     def val_dataloader(self):
-        return eval_loader(self.val_items, self.val_batch_size, self.collate, self.num_workers)
+        place = data_parallel_place(self)
+        return eval_loader(self.val_items, self.val_batch_size, self.collate, self.num_workers, *place)
 
 
 class SFTDataModule(RecordDataModule):
@@ -296,10 +311,11 @@ class SFTDataModule(RecordDataModule):
         accumulate, limit = 1, None
         if self.trainer is not None:
             accumulate, limit = self.trainer.accumulate_grad_batches, self.trainer.limit_train_batches
+        sampler = ShardedShuffle(len(self.train_items), self.seed, *data_parallel_place(self))
         windows = AccumulationWindows(
-            RandomSampler(self.train_items, generator=torch.Generator().manual_seed(self.seed)),
+            sampler,
             self.batch_size,
-            drop_last=len(self.train_items) >= self.batch_size,
+            drop_last=len(sampler) >= self.batch_size,
             token_counts=response_token_counts(self.train_items),
             accumulate=accumulate,
             limit_batches=limit,
@@ -368,9 +384,10 @@ class PreferenceDataModule(RecordDataModule):
         return collate_preferences(items, self.tokenizer.pad_token_id)
 
     def all_dataloaders(self) -> list[DataLoader]:
-        """Unshuffled passes over every split (to precompute reference log-probs once)."""
+        """Unshuffled passes over every split (to precompute reference log-probs once); every rank reads
+        all of it, since its shard of the training order changes each epoch."""
         return [
-            eval_loader(items, self.val_batch_size, self.collate, self.num_workers)
+            eval_loader(items, self.val_batch_size, self.collate, self.num_workers, rank=0, world_size=1)
             for items in (self.train_items, self.val_items)
         ]
 
@@ -471,10 +488,11 @@ class PromptDataModule(RecordDataModule):
         prompts = super().train_dataloader()
         loaders = {"prompts": prompts}
         if self.pretrain_items is not None:
-            sampler = RandomSampler(
-                self.pretrain_items,
+            sampler = ShardedShuffle(
+                len(self.pretrain_items),
+                self.seed + 1,
+                *data_parallel_place(self),
                 num_samples=len(prompts) * self.pretrain_batch_size,
-                generator=torch.Generator().manual_seed(self.seed + 1),
             )
             loaders["pretrain"] = StatefulDataLoader(
                 self.pretrain_items,

@@ -58,11 +58,11 @@ class AccumulationWindows(torch.utils.data.BatchSampler):
     """Batches of `batch_size` indices, drawn `accumulate` batches at a time, keyed with their window's tokens.
 
     The order is that of torchdata's `BatchSampler(sampler, batch_size, drop_last)`: only the keys are added.
-    A subclass of torch's BatchSampler with `sampler` as first argument, so Lightning can swap in a
-    DistributedSampler (each rank then normalises by its own window's tokens).
+    Under data parallelism each rank's sampler is its shard (`data.sharding`), and SFT weighs each rank's
+    window by its part of all ranks' window tokens.
 
     Args:
-        sampler: the example order (a seeded, stateful RandomSampler for training).
+        sampler: the example order (this rank's seeded, stateful `ShardedShuffle` for training).
         batch_size, drop_last: as in torch's BatchSampler.
         token_counts: (len(dataset),) response tokens of each example (`response_token_counts`).
         accumulate: N, the trainer's `accumulate_grad_batches`.

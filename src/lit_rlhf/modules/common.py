@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from lit_rlhf.errors import NonFiniteError
+from lit_rlhf.ops.distributed import every_rank
 from lit_rlhf.ops.generation import Generation, SamplingConfig, decode_responses, generate
 
 log = logging.getLogger("lit_rlhf")
@@ -53,8 +54,9 @@ def handle_nonfinite(what: str, step: int, skip: bool) -> None:
 
 
 def finite_or_skip(what: str, step: int, skip: bool, *tensors: torch.Tensor) -> bool:
-    """True when every tensor is finite; otherwise stop the run, or warn and return False (skip this update)."""
-    if all_finite(*tensors):
+    """True when every tensor is finite on every rank; otherwise stop the run, or warn and return False
+    (skip this update). All ranks decide together, so none steps while another skips."""
+    if every_rank(all_finite(*tensors)):
         return True
     handle_nonfinite(what, step, skip)
     return False

@@ -165,8 +165,8 @@ class DPOModule(L.LightningModule):
         if not finite_or_skip("DPO loss", self.global_step, self.skip_nonfinite_updates, loss):
             return None
         pairs = len(batch.better_idx)
-        self.log("train/loss", loss, prog_bar=True, batch_size=pairs)
-        self.log_dict({f"train/{name}": value for name, value in metrics.items()}, batch_size=pairs)
+        self.log("train/loss", loss, prog_bar=True, batch_size=pairs, sync_dist=True)
+        self.log_dict({f"train/{name}": value for name, value in metrics.items()}, batch_size=pairs, sync_dist=True)
         log_learning_rate(self, pairs)
         return loss
 

@@ -38,10 +38,12 @@ from lit_rlhf.modules.common import (
     finite_or_skip,
     freeze,
     log_updated_metrics,
+    seeded_rng,
     seeded_samples,
 )
 from lit_rlhf.ops.aggregation import token_share
 from lit_rlhf.ops.chunking import map_row_chunks, row_chunks
+from lit_rlhf.ops.distributed import mean_over_ranks, rank, rank_share, total_over_ranks, world_size
 from lit_rlhf.ops.forward import last_token_rewards, scalar_head_outputs, sequence_logprobs, sequence_token_logprobs
 from lit_rlhf.ops.generation import Generation, SamplingConfig, concatenate_generations, decode_responses, generate
 from lit_rlhf.ops.logprobs import entropy_from_logits
@@ -315,12 +317,15 @@ class PPOModule(L.LightningModule):
         pretrain: SFTBatch | None,
         whole_mask: torch.Tensor | None = None,
         with_pretrain: bool = True,
+        rank_shares: tuple[float, float] = (1.0, 1.0),
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The actor's loss on a minibatch, or on a micro-batch of the minibatch whose mask is `whole_mask`.
 
         A micro-batch's terms are weighted by their share of the minibatch's normalisers, so the micro-batch
         losses sum to the minibatch's loss; the metrics are the micro-batch's own. The pretraining batch
-        belongs to the minibatch: only the micro-batch `with_pretrain` adds its term.
+        belongs to the minibatch: only the micro-batch `with_pretrain` adds its term. `rank_shares` weigh
+        the aggregated and the token-mean terms by this rank's part of all ranks' normalisers
+        (`minibatch_rank_shares`).
         """
         mask, start = minibatch.response_mask, minibatch.prompt_length - 1
         whole_mask = mask if whole_mask is None else whole_mask
@@ -342,7 +347,8 @@ class PPOModule(L.LightningModule):
             self.aggregate,
         )
         ptx_term = self.ptx.loss_term(self.policy, pretrain) if with_pretrain else RegularizerTerm.zero(policy_loss)
-        aggregate_share, tokens_share = self.aggregate.share(mask, whole_mask), token_share(mask, whole_mask)
+        aggregate_share = self.aggregate.share(mask, whole_mask) * rank_shares[0]
+        tokens_share = token_share(mask, whole_mask) * rank_shares[1]
         loss = (
             aggregate_share * (policy_loss + kl_term.loss) - self.entropy_coef * tokens_share * entropy + ptx_term.loss
         )
@@ -355,40 +361,52 @@ class PPOModule(L.LightningModule):
         return loss, metrics
 
     def critic_loss(
-        self, minibatch: Experience, whole_mask: torch.Tensor | None = None
+        self, minibatch: Experience, whole_mask: torch.Tensor | None = None, rank_token_share: float = 1.0
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The critic's loss, weighted by the micro-batch's share of the minibatch's tokens (see actor_loss)."""
         mask, start = minibatch.response_mask, minibatch.prompt_length - 1
         whole_mask = mask if whole_mask is None else whole_mask
         values = scalar_head_outputs(self.critic, minibatch.sequences, minibatch.attention_mask)[:, start:-1]
         value = clipped_value_loss(values, minibatch.values, minibatch.returns, mask, self.value_clip_eps)
-        loss = token_share(mask, whole_mask) * value.loss
+        loss = token_share(mask, whole_mask) * rank_token_share * value.loss
         return loss, {"value_loss": value.loss.detach(), "value_clipfrac": value.clipfrac}
+
+    def minibatch_rank_shares(self, whole_mask: torch.Tensor) -> tuple[float, float]:
+        """This rank's weights for the aggregated terms and for the token means of a minibatch.
+
+        Data parallelism averages the ranks' gradients; weighted so, ranks holding different token counts
+        still make the gradient of one loss over all their minibatches (1.0 on one process).
+        """
+        if world_size() == 1:
+            return 1.0, 1.0
+        return rank_share(self.aggregate.count(whole_mask)), rank_share(float(whole_mask.sum()))
 
     def accumulate_gradients(self, minibatch: Experience, pretrain: SFTBatch | None) -> dict[str, float] | None:
         """Backpropagate the actor's and critic's losses micro-batch by micro-batch into accumulated gradients.
 
-        Returns the metrics averaged over micro-batches, or None when a loss is not finite and the update
-        is skipped (the gradients are then cleared).
+        Returns the metrics averaged over micro-batches, or None when a loss is not finite on any rank and
+        the update is skipped (the gradients are then cleared).
         """
         models = [model for model in (self.policy, self.critic) if model is not None]
         for model in models:
             model.zero_grad(set_to_none=True)
         sums, counts = defaultdict(float), defaultdict(int)
+        whole_mask = minibatch.response_mask
+        shares = self.minibatch_rank_shares(whole_mask)
         for number, rows in enumerate(row_chunks(len(minibatch), self.train_micro_batch_size)):
             micro = minibatch.select(torch.arange(len(minibatch), device=self.device)[rows])
-            loss, metrics = self.actor_loss(micro, pretrain, minibatch.response_mask, with_pretrain=number == 0)
-            losses = [loss]
+            loss, metrics = self.actor_loss(micro, pretrain, whole_mask, with_pretrain=number == 0, rank_shares=shares)
             if self.critic is not None:
-                value_loss, value_metrics = self.critic_loss(micro, minibatch.response_mask)
-                losses.append(value_loss)
+                value_loss, value_metrics = self.critic_loss(micro, whole_mask, rank_token_share=shares[1])
                 metrics.update(value_metrics)
-            if not finite_or_skip("PPO loss", self.global_step, self.skip_nonfinite_updates, *losses):
+                # Actor and critic have disjoint parameters, so one backward of the sum gives each its own
+                # gradient; under DDP every trained parameter then takes part in each backward pass.
+                loss = loss + value_loss
+            if not finite_or_skip("PPO loss", self.global_step, self.skip_nonfinite_updates, loss):
                 for model in models:
                     model.zero_grad(set_to_none=True)
                 return None
-            for model_loss in losses:
-                self.manual_backward(model_loss)
+            self.manual_backward(loss)
             for name, value in metrics.items():
                 sums[name] += float(value)
                 counts[name] += 1
@@ -444,23 +462,40 @@ class PPOModule(L.LightningModule):
             logprobs, _, _ = self.token_logprobs(self.policy, chunk.sequences, chunk.attention_mask, start)
             total += float(masked_sum(old_policy_kl(token_log_ratio(logprobs, chunk.old_logprobs, mask)), mask))
             tokens += int(mask.sum())
-        return total / max(tokens, 1)
+        # Over every rank's rollout, so the penalty coefficient stays the same on all ranks.
+        return total_over_ranks(total) / max(total_over_ranks(tokens), 1.0)
+
+    def iteration_seed(self) -> int:
+        """The seed of this iteration's sampling and shuffling: one per (seed, rank, iteration).
+
+        Ranks then draw different responses, and a resumed run draws what the uninterrupted one did
+        without any rank's RNG state in the checkpoint.
+        """
+        iteration = self.trainer.fit_loop.total_batch_idx
+        return ((self.seed * 1_000_003 + rank()) * 1_000_003 + iteration) % 2**63
 
     def training_step(self, batch: PPOBatch, batch_idx: int) -> None:
+        with seeded_rng(self.iteration_seed(), self.device):
+            return self.iterate(batch, batch_idx)
+
+    def iterate(self, batch: PPOBatch, batch_idx: int) -> None:
+        """One PPO iteration: rollout, update, metrics (averaged over ranks)."""
         started = time.perf_counter()
         experience, metrics, prompts, responses = self.rollout(batch.prompts)
         rollout_seconds = time.perf_counter() - started
         rollout_tensors = (experience.scores, experience.advantages)
         if not finite_or_skip("reward or advantage", self.global_step, self.skip_nonfinite_updates, *rollout_tensors):
             return None
-        self.kl.update(float(metrics["kl"]), n_samples=len(experience))
+        # Every rank's rollouts have the same size, so the mean of the ranks' means is the global mean.
+        self.kl.update(mean_over_ranks(float(metrics["kl"])), n_samples=len(experience) * world_size())
         started = time.perf_counter()
         metrics.update(self.update(experience, batch.pretrain))
         metrics["rollout_seconds"] = torch.tensor(rollout_seconds)
         metrics["update_seconds"] = torch.tensor(time.perf_counter() - started)
         reward = metrics.pop("reward")
-        self.log("train/reward", reward, prog_bar=True, batch_size=len(experience))
-        self.log_dict({f"train/{name}": value for name, value in metrics.items()}, batch_size=len(experience))
+        self.log("train/reward", reward, prog_bar=True, batch_size=len(experience), sync_dist=True)
+        train_metrics = {f"train/{name}": value for name, value in metrics.items()}
+        self.log_dict(train_metrics, batch_size=len(experience), sync_dist=True)
         if self.log_samples_every_n_steps and batch_idx % self.log_samples_every_n_steps == 0:
             self.log_samples("train/samples", prompts, responses, experience.scores)
         return None
@@ -495,6 +530,8 @@ class PPOModule(L.LightningModule):
     # ------------------------------------------------------------------- misc
     def log_samples(self, key: str, prompts: Sequence[str], responses: Sequence[str], scores: torch.Tensor) -> None:
         """A W&B table of (prompt, response, score); other loggers have no tables and are skipped."""
+        if not self.trainer.is_global_zero:
+            return
         rows = [[p, r, float(s)] for p, r, s in list(zip(prompts, responses, scores.tolist()))[:16]]
         for logger in self.loggers:
             if hasattr(logger, "log_table"):

@@ -139,12 +139,14 @@ class RewardModel(L.LightningModule):
         if not finite_or_skip("reward-model loss", self.global_step, self.skip_nonfinite_updates, loss):
             return None
         pairs = len(chosen)
-        self.log("train/loss", loss, prog_bar=True, batch_size=pairs)
-        self.log("train/reward_accuracy", (chosen > rejected).float().mean(), prog_bar=True, batch_size=pairs)
-        self.log("train/reward_margin", (chosen - rejected).mean(), batch_size=pairs)
-        self.log("train/reward_chosen", chosen.mean(), batch_size=pairs)
-        self.log("train/reward_rejected", rejected.mean(), batch_size=pairs)
-        self.log_dict({f"train/{name}": value for name, value in metrics.items()}, batch_size=pairs)
+        self.log("train/loss", loss, prog_bar=True, batch_size=pairs, sync_dist=True)
+        self.log(
+            "train/reward_accuracy", (chosen > rejected).float().mean(), prog_bar=True, batch_size=pairs, sync_dist=True
+        )
+        self.log("train/reward_margin", (chosen - rejected).mean(), batch_size=pairs, sync_dist=True)
+        self.log("train/reward_chosen", chosen.mean(), batch_size=pairs, sync_dist=True)
+        self.log("train/reward_rejected", rejected.mean(), batch_size=pairs, sync_dist=True)
+        self.log_dict({f"train/{name}": value for name, value in metrics.items()}, batch_size=pairs, sync_dist=True)
         log_learning_rate(self, pairs)
         return loss
 

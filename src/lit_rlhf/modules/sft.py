@@ -14,6 +14,7 @@ from lit_rlhf.modules.common import (
     log_learning_rate,
     log_updated_metrics,
 )
+from lit_rlhf.ops.distributed import rank_share
 from lit_rlhf.ops.forward import sequence_logprobs
 from lit_rlhf.ops.generation import SamplingConfig
 from lit_rlhf.ops.masking import masked_mean, masked_sum
@@ -71,11 +72,13 @@ class SFTModule(L.LightningModule):
         nll = -masked_sum(logprobs, batch.loss_mask)
         # Lightning divides every batch's loss by N (the last, shorter window of an epoch too), so N * this
         # batch's share of the window's token mean sums to that mean over the window. N = 1: nll / own tokens.
-        loss = nll / batch.window_tokens * self.trainer.accumulate_grad_batches
+        # Under data parallelism rank_share makes it the mean over every rank's window.
+        window_share = rank_share(float(batch.window_tokens))
+        loss = nll / batch.window_tokens * self.trainer.accumulate_grad_batches * window_share
         if not finite_or_skip("SFT loss", self.global_step, self.skip_nonfinite_updates, loss):
             return None
         token_mean = nll.detach() / batch.loss_mask.sum()
-        self.log("train/loss", token_mean, prog_bar=True, batch_size=len(batch.prompts))
+        self.log("train/loss", token_mean, prog_bar=True, batch_size=len(batch.prompts), sync_dist=True)
         log_learning_rate(self, len(batch.prompts))
         return loss
 

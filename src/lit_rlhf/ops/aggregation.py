@@ -12,7 +12,8 @@ only its scale, once responses differ in length. With a mask m and |o_i| = Σ_t 
 
 Each is a sum over rows divided by a normaliser of the whole minibatch, so a minibatch split into
 micro-batches gives the same loss as Σ_micro aggregate(micro)·share(micro): `share` is the micro-batch's
-part of the normaliser (its tokens for token_mean, its rows for the others).
+part of the normaliser (its tokens for token_mean, its rows for the others). `count` is that quantity,
+which data-parallel ranks sum to weigh their losses (`ops.distributed.rank_share`).
 """
 
 from __future__ import annotations
@@ -46,6 +47,16 @@ def seq_mean_token_sum_norm(values: Tensor, mask: Tensor, normalizer: float) -> 
     return masked_sum(values, mask, dim=1).sum() / (values.shape[0] * normalizer)
 
 
+def token_count(mask: Tensor) -> float:
+    """The normaliser of token_mean: the real tokens."""
+    return float(mask.sum())
+
+
+def row_count(mask: Tensor) -> float:
+    """The normaliser of the per-response aggregations: the rows."""
+    return float(mask.shape[0])
+
+
 def token_share(mask: Tensor, whole_mask: Tensor) -> float:
     """The micro-batch's part of the whole minibatch's real tokens."""
     return float(mask.sum()) / float(whole_mask.sum())
@@ -60,6 +71,7 @@ class TokenMean:
     """Every real token of the minibatch weighs the same (the default; DAPO's token-level loss)."""
 
     share = staticmethod(token_share)
+    count = staticmethod(token_count)
 
     def __call__(self, values: Tensor, mask: Tensor) -> Tensor:
         return token_mean(values, mask)
@@ -69,6 +81,7 @@ class SeqMeanTokenMean:
     """Every response weighs the same, its tokens averaged (GRPO, Shao et al. 2024)."""
 
     share = staticmethod(row_share)
+    count = staticmethod(row_count)
 
     def __call__(self, values: Tensor, mask: Tensor) -> Tensor:
         return seq_mean_token_mean(values, mask)
@@ -78,6 +91,7 @@ class SeqMeanTokenSum:
     """Each response's tokens summed, then averaged over responses."""
 
     share = staticmethod(row_share)
+    count = staticmethod(row_count)
 
     def __call__(self, values: Tensor, mask: Tensor) -> Tensor:
         return seq_mean_token_sum(values, mask)
@@ -91,6 +105,7 @@ class SeqMeanTokenSumNorm:
     """
 
     share = staticmethod(row_share)
+    count = staticmethod(row_count)
 
     def __init__(self, normalizer: float):
         if not normalizer > 0:

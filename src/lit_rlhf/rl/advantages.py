@@ -1,5 +1,9 @@
 """Advantage estimators: GAE with a critic, and critic-free sequence-level baselines.
 
+Under data parallelism, batch statistics (whitening, the batch-mean baseline) are taken over every
+rank's rollout, so N ranks compute what one process computes on the concatenated rollout; group
+statistics (RLOO, GRPO, ReMax) are per prompt, and a prompt's samples never span ranks.
+
 Functions do the arithmetic; the classes are the Hydra group `advantage`, all
 with the same call `(token_rewards, values, mask) -> (advantages, returns)` so
 the PPO module needs no `if estimator == ...` switch. Call them under
@@ -11,7 +15,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from lit_rlhf.ops.masking import masked_sum, masked_whiten
+from lit_rlhf.ops.distributed import global_masked_whiten, global_mean
+from lit_rlhf.ops.masking import masked_sum
 
 
 def gae(rewards: Tensor, values: Tensor, mask: Tensor, gamma: float, lam: float) -> tuple[Tensor, Tensor]:
@@ -60,7 +65,7 @@ def _check_group_size(scores: Tensor, group_size: int, who: str) -> None:
 
 
 def reinforce_baseline_advantages(scores: Tensor) -> Tensor:
-    """Score minus the batch-mean baseline b = mean(scores).
+    """Score minus the batch-mean baseline b = mean(scores), the mean over every rank's batch.
 
     Williams 1992, "Simple Statistical Gradient-Following Algorithms for
     Connectionist Reinforcement Learning" (REINFORCE), with a Monte-Carlo
@@ -72,7 +77,7 @@ def reinforce_baseline_advantages(scores: Tensor) -> Tensor:
     Returns:
         (N,).
     """
-    return scores - scores.mean()
+    return scores - global_mean(scores)
 
 
 def rloo_advantages(scores: Tensor, group_size: int) -> Tensor:
@@ -133,8 +138,8 @@ def _broadcast_over_tokens(sequence_advantages: Tensor, mask: Tensor) -> Tensor:
 
 
 def _whiten_sequences(sequence_advantages: Tensor) -> Tensor:
-    """Zero-mean unit-variance over responses, each response counted once whatever its length."""
-    return masked_whiten(sequence_advantages, torch.ones_like(sequence_advantages, dtype=torch.bool))
+    """Zero-mean unit-variance over responses (of every rank), each counted once whatever its length."""
+    return global_masked_whiten(sequence_advantages, torch.ones_like(sequence_advantages, dtype=torch.bool))
 
 
 def _check_samples_per_prompt(samples_per_prompt: int, minimum: int, who: str) -> int:
@@ -152,7 +157,7 @@ class GAE:
     Args:
         gamma: discount γ.
         lam: GAE λ.
-        whiten: normalise the advantages over all real tokens of the batch
+        whiten: normalise the advantages over all real tokens of the batch, on every rank together
             (the returns, the critic's targets, are computed before whitening).
     """
 
@@ -175,7 +180,7 @@ class GAE:
             )
         advantages, returns = gae(token_rewards, values, mask, self.gamma, self.lam)
         if self.whiten:
-            advantages = masked_whiten(advantages, mask)
+            advantages = global_masked_whiten(advantages, mask)
         return advantages, returns
 
 

@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 from lit_rlhf.errors import ConfigError
+from lit_rlhf.ops.distributed import gather_rows
 
 
 class RunningMoments:
@@ -73,7 +74,8 @@ class ScoreShaping:
         """(B,) shaped scores. `update=False` shapes without learning from them (a baseline's scores)."""
         if self.normalize:
             if update:
-                self.moments.update(scores)
+                # Every rank's scores, so the moments (and the shaping) are the same on all ranks.
+                self.moments.update(gather_rows(scores))
             scores = normalize_scores(scores, self.moments.mean, self.moments.std)
         if self.clip is not None:
             scores = torch.clamp(scores, -self.clip, self.clip)

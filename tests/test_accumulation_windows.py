@@ -16,6 +16,7 @@ from test_resume_and_export import KillAtBatch
 
 from lit_rlhf.data.datamodules import train_loader
 from lit_rlhf.data.windows import AccumulationWindows, response_token_counts
+from lit_rlhf.modules.common import fit_optimizer_steps
 from lit_rlhf.ops.forward import sequence_logprobs
 from lit_rlhf.ops.masking import masked_sum
 from lit_rlhf.train import build, fit
@@ -155,15 +156,11 @@ def test_a_shorter_last_window_steps_on_its_own_token_mean(tmp_path):
     torch.testing.assert_close(got, want, rtol=0, atol=1e-6)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Lightning #20550: configure_optimizers reads trainer.estimated_stepping_batches, which sets up the "
-    "train loader before the checkpoint's loops are restored, so the saved loader state is never loaded and the "
-    "resumed epoch starts again from its first batch (with or without accumulation; the windowed loader's own "
-    "state round-trips: test_loader_state_round_trips_mid_window)",
-)
 def test_killed_accumulating_sft_run_resumes_exactly(tmp_path):
-    """N = 2, a checkpoint at each window's end: the resumed run draws the same windows and ends on the same weights."""
+    """N = 2, a checkpoint at each window's end: the resumed run draws the same windows and ends on the same weights.
+
+    It failed while configure_optimizers read trainer.estimated_stepping_batches (Lightning #20550): the saved
+    loader position was never loaded and the resumed epoch restarted (modules.common.fit_optimizer_steps)."""
     overrides = [
         "module.val_sample_batches=0",
         "data.batch_size=4",
@@ -188,3 +185,27 @@ def test_killed_accumulating_sft_run_resumes_exactly(tmp_path):
     expected = dict(uninterrupted.module.policy.named_parameters())
     for name, value in resumed.module.policy.named_parameters():
         torch.testing.assert_close(value, expected[name], rtol=0, atol=0, msg=f"{name} differs after resume")
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["trainer.accumulate_grad_batches=3", "trainer.limit_train_batches=null", "trainer.max_epochs=2"],
+        ["trainer.limit_train_batches=0.5"],
+        ["trainer.limit_train_batches=7", "trainer.max_steps=5"],
+    ],
+)
+def test_our_step_count_is_lightnings(tmp_path, overrides):
+    counts = []
+
+    class CountSteps(L.Callback):
+        def on_train_start(self, trainer, pl_module):
+            counts.append((fit_optimizer_steps(trainer), trainer.estimated_stepping_batches))
+            trainer.should_stop = True  # the count is all this test needs
+
+    config = ["module.val_sample_batches=0", "trainer.limit_val_batches=0", "validate_after_fit=false", *overrides]
+    run = build(compose_config("sft_tiny", tmp_path, config))
+    run.trainer.callbacks.append(CountSteps())
+    run.trainer.fit(run.module, datamodule=run.datamodule)
+    ours, lightnings = counts[0]
+    assert ours == lightnings > 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 from typing import Sequence
 
 import torch
@@ -64,9 +65,29 @@ def finite_or_skip(what: str, step: int, skip: bool, *tensors: torch.Tensor) -> 
 
 def configure_optimizer(module, parameters):
     """`configure_optimizers` of a one-optimizer stage: its `optimizer_factory` and `scheduler_factory`."""
-    return build_optimizer(
-        module.optimizer_factory, parameters, module.scheduler_factory, module.trainer.estimated_stepping_batches
-    )
+    steps = fit_optimizer_steps(module.trainer) if module.scheduler_factory is not None else None
+    return build_optimizer(module.optimizer_factory, parameters, module.scheduler_factory, steps)
+
+
+def fit_optimizer_steps(trainer) -> int | float:
+    """The optimizer steps of the whole fit, as `trainer.estimated_stepping_batches` counts them.
+
+    Counted on a loader of the datamodule's own: `estimated_stepping_batches` sets up the trainer's training
+    loader before a checkpoint is restored, and a resumed run then never loads the loader's saved position
+    and restarts its epoch (Lightning #20550).
+    """
+    if trainer.max_epochs == -1:
+        return float("inf") if trainer.max_steps == -1 else trainer.max_steps
+    if trainer.datamodule is None:
+        return trainer.estimated_stepping_batches
+    batches = len(trainer.datamodule.train_dataloader())
+    limit = trainer.limit_train_batches
+    if isinstance(limit, int):
+        batches = min(batches, limit)
+    elif limit is not None:
+        batches = int(batches * limit)
+    steps = math.ceil(batches / trainer.accumulate_grad_batches) * max(trainer.max_epochs, 1)
+    return min(steps, trainer.max_steps) if trainer.max_steps != -1 else steps
 
 
 def log_learning_rate(module, batch_size: int) -> None:

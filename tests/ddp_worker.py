@@ -20,6 +20,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+import lightning as L  # noqa: E402
 import torch  # noqa: E402
 import torch.distributed as dist  # noqa: E402
 from hydra import compose, initialize_config_dir  # noqa: E402
@@ -48,7 +49,7 @@ STAGES = {
 }
 
 
-def stage_config(experiment: str, overrides: list[str], out: Path, world: int):
+def stage_config(experiment: str, overrides: list[str], out: Path, world: int, checkpoint: bool = False):
     parallel = ["trainer=ddp", "trainer.devices=2"] if world > 1 else ["trainer.devices=1"]
     with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
         return compose(
@@ -64,7 +65,7 @@ def stage_config(experiment: str, overrides: list[str], out: Path, world: int):
                 "validate_before_fit=false",
                 "validate_after_fit=false",
                 "logger=csv",
-                "~callbacks.checkpoint",
+                *([] if checkpoint else ["~callbacks.checkpoint"]),
                 "~callbacks.export",
                 "~callbacks.progress_bar",
                 "+trainer.enable_progress_bar=false",
@@ -114,6 +115,33 @@ def train(experiment: str, overrides: list[str], out: Path, world: int) -> tuple
     return after, max(float((after[key] - before[key]).abs().max()) for key in after)
 
 
+class KillAtBatch(L.Callback):
+    """Simulate a killed run: every rank fails at the start of training batch `index`."""
+
+    def __init__(self, index: int):
+        self.index = index
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if trainer.fit_loop.total_batch_idx == self.index:
+            raise RuntimeError("simulated kill")
+
+
+def killed_and_resumed_sft(out: Path, world: int) -> dict[str, torch.Tensor]:
+    """SFT killed at its third step after a checkpoint at the second (rank 0's), then resumed by every rank."""
+    every_two = [*STAGES["sft_tiny"], "callbacks.checkpoint.every_n_batches=2"]
+    killed = build(stage_config("sft_tiny", every_two, out / "killed", world, checkpoint=True))
+    killed.trainer.callbacks.append(KillAtBatch(2))
+    try:
+        killed.trainer.fit(killed.module, datamodule=killed.datamodule)
+    except RuntimeError as error:
+        assert "simulated kill" in str(error)
+    checkpoint = out / "killed" / "sft_tiny" / "checkpoints" / "last.ckpt"
+    resumed = build(stage_config("sft_tiny", every_two, out / "resumed", world, checkpoint=True))
+    resumed.trainer.fit(resumed.module, datamodule=resumed.datamodule, ckpt_path=checkpoint)
+    assert resumed.trainer.global_step == STEPS
+    return trained_weights(resumed.module)
+
+
 def collective_checks() -> dict:
     """The ops.distributed statistics on each rank's half against the whole, on rank 0's view."""
     torch.manual_seed(0)
@@ -137,6 +165,7 @@ def main(out: Path, world: int, extra: list[str]) -> None:
         weights[experiment], change = train(experiment, [*overrides, *extra], out / f"world{world}", world)
         checks["largest_change"][experiment] = change
     if world > 1:
+        weights["sft_tiny_resumed"] = killed_and_resumed_sft(out / "resume", world)
         checks |= collective_checks()
     if int(os.environ.get("RANK", 0)) == 0:
         torch.save(weights, out / f"world{world}.pt")

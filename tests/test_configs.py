@@ -35,16 +35,22 @@ def test_every_experiment_composes_and_instantiates(experiment, tmp_path):
 
 
 @pytest.mark.slow
-def test_a_multirun_over_every_experiment(tmp_path):
-    """`glob(*)` expands to every experiment, and each one trains and exports on the command line."""
-    result = cli(["-m", "+experiment=glob(*)", *CLI_FAST], cwd=tmp_path, timeout=900)
+def test_a_multirun_over_a_glob_of_experiments(tmp_path):
+    """`glob(rm_*)` expands to every matching experiment, and each one trains on the command line.
+
+    Every experiment's own run is in test_stages_e2e (in one process); this checks the expansion and the
+    sweep summary on the fastest family, instead of re-running all of them (about 200 s) here.
+    """
+    result = cli(["-m", "+experiment=glob(rm_*)", *CLI_FAST], cwd=tmp_path, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     [summary] = tmp_path.glob("outputs/*/multiruns/*/sweep_summary.json")
     jobs = json.loads(summary.read_text())
     ran = sorted(
         override.split("=", 1)[1] for job in jobs for override in job["overrides"] if "experiment=" in override
     )
-    assert ran == EXPERIMENTS and all(job["status"] == "COMPLETED" for job in jobs), jobs
+    expected = [name for name in EXPERIMENTS if name.startswith("rm_")]
+    assert len(expected) >= 3 and ran == expected, (ran, expected)
+    assert all(job["status"] == "COMPLETED" for job in jobs), jobs
 
 
 def test_every_experiment_has_an_end_to_end_run():

@@ -51,6 +51,13 @@ def test_two_ranks_of_batch_4_train_the_weights_of_one_process_of_batch_8(traine
 
 
 @pytest.mark.slow
+def test_a_ddp_run_stopped_mid_epoch_resumes_to_the_weights_of_an_uninterrupted_one(trained):
+    (single, _), (parallel, _) = trained[1], trained[2]
+    for name, weight in single["sft_tiny"].items():
+        torch.testing.assert_close(parallel["sft_tiny_resumed"][name], weight, rtol=0, atol=1e-5, msg=name)
+
+
+@pytest.mark.slow
 def test_statistics_over_ranks_equal_those_of_the_whole_batch(trained):
     _, checks = trained[2]
     assert checks["whiten_error"] < 1e-6, "advantage whitening over both ranks' halves = over the whole"

@@ -48,7 +48,7 @@ def dpo_module(policy, tokenizer):
     optimizer = functools.partial(torch.optim.AdamW, lr=DPO_LR, weight_decay=0.0)
     # The frozen reference is forwarded online, as TRL's.
     plain = dict(precompute_ref_logprobs=False, val_sample_batches=0, skip_nonfinite_updates=False, seed=toolkit.SEED)
-    plain.update(reference_dtype="float32")
+    plain.update(reference_dtype="float32", prefix_sharing=False, padding_free=False)
     loss = SigmoidLoss(beta=DPO_BETA, label_smoothing=0.0)
     return DPOModule(policy, loss, NoNLL(), optimizer, sampling=toolkit.SAMPLING, tokenizer=tokenizer, **plain)
 
@@ -60,7 +60,15 @@ def reward_module(model, tokenizer):
 
     optimizer = functools.partial(torch.optim.AdamW, lr=REWARD_LR, weight_decay=0.0)
     return RewardModel(
-        model, BradleyTerryLoss(), 0.0, optimizer, skip_nonfinite_updates=False, nll=NoNLL(), tokenizer=tokenizer
+        model,
+        BradleyTerryLoss(),
+        0.0,
+        optimizer,
+        skip_nonfinite_updates=False,
+        nll=NoNLL(),
+        prefix_sharing=False,
+        padding_free=False,
+        tokenizer=tokenizer,
     )
 
 

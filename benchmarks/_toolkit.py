@@ -127,7 +127,9 @@ def gold_accuracy(model, tokenizer, pairs: int = 1000) -> float:
     from lit_rlhf.modules.reward_model import RewardModel
     from lit_rlhf.regularizers.nll import NoNLL
 
-    scorer = RewardModel(model.eval(), BradleyTerryLoss(), 0.0, None, False, NoNLL(), gold_reward=GoldReward())
+    scorer = RewardModel(
+        model.eval(), BradleyTerryLoss(), 0.0, None, False, NoNLL(), False, False, gold_reward=GoldReward()
+    )
     datamodule = preference_datamodule(tokenizer, batch_size=256)
     datamodule.val_items = datamodule.val_items[:pairs]
     agreement = [scorer.gold_agreement(b, *scorer.pair_rewards(b)) for b in datamodule.val_dataloader()]

@@ -48,7 +48,7 @@ def dpo_module(policy, tokenizer):
     optimizer = functools.partial(torch.optim.AdamW, lr=DPO_LR, weight_decay=0.0)
     # The frozen reference is forwarded online, as TRL's.
     plain = dict(precompute_ref_logprobs=False, val_sample_batches=0, skip_nonfinite_updates=False, seed=toolkit.SEED)
-    plain.update(reference_dtype="float32", prefix_sharing=False, padding_free=False)
+    plain.update(reference_dtype="float32", prefix_sharing=False, padding_free=False, padding_free_row_length=None)
     loss = SigmoidLoss(beta=DPO_BETA, label_smoothing=0.0)
     return DPOModule(policy, loss, NoNLL(), optimizer, sampling=toolkit.SAMPLING, tokenizer=tokenizer, **plain)
 
@@ -68,6 +68,7 @@ def reward_module(model, tokenizer):
         nll=NoNLL(),
         prefix_sharing=False,
         padding_free=False,
+        padding_free_row_length=None,
         tokenizer=tokenizer,
     )
 

@@ -128,7 +128,7 @@ def gold_accuracy(model, tokenizer, pairs: int = 1000) -> float:
     from lit_rlhf.regularizers.nll import NoNLL
 
     scorer = RewardModel(
-        model.eval(), BradleyTerryLoss(), 0.0, None, False, NoNLL(), False, False, gold_reward=GoldReward()
+        model.eval(), BradleyTerryLoss(), 0.0, None, False, NoNLL(), False, False, None, gold_reward=GoldReward()
     )
     datamodule = preference_datamodule(tokenizer, batch_size=256)
     datamodule.val_items = datamodule.val_items[:pairs]

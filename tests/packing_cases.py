@@ -27,7 +27,16 @@ def random_model(kind: str, attention: str, scalar_head: bool = False):
             tie_word_embeddings=True,
         )
     else:
-        config = GPT2Config(vocab_size=VOCAB, n_embd=32, n_layer=2, n_head=4, n_positions=128, pad_token_id=PAD)
+        config = GPT2Config(
+            vocab_size=VOCAB,
+            n_embd=32,
+            n_layer=2,
+            n_head=4,
+            n_positions=128,
+            pad_token_id=PAD,
+            bos_token_id=1,
+            eos_token_id=1,
+        )
     config._attn_implementation = attention
     auto = AutoModelForSequenceClassification if scalar_head else AutoModelForCausalLM
     if scalar_head:

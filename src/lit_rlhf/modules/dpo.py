@@ -59,6 +59,7 @@ class DPOModule(L.LightningModule):
         prefix_sharing: each prompt is encoded once, its completions after it in one row
             (`lit_rlhf.ops.packing`); the log-probs are those of the padded rows.
         padding_free: several rows' worth of tokens packed into each row, no padding computed.
+        padding_free_row_length: the most tokens a padding-free row holds (None: the longest unit's).
     """
 
     batch_type = PreferenceBatch
@@ -78,6 +79,7 @@ class DPOModule(L.LightningModule):
         reference_dtype: str,
         prefix_sharing: bool,
         padding_free: bool,
+        padding_free_row_length: int | None,
         scheduler=None,
         gold_reward=None,
     ):
@@ -88,6 +90,7 @@ class DPOModule(L.LightningModule):
             if wanted:
                 check_takes_packed_rows(policy, option)
         self.prefix_sharing, self.padding_free = prefix_sharing, padding_free
+        self.padding_free_row_length = padding_free_row_length
         self.policy = policy
         self.reference = Reference(policy, reference_dtype) if loss.needs_reference else None
         self.loss_fn, self.nll = loss, nll
@@ -122,9 +125,8 @@ class DPOModule(L.LightningModule):
         """The packed rows of this batch, or None for its padded rows (both options off)."""
         if not (self.prefix_sharing or self.padding_free):
             return None
-        return pack_layout(
-            batch.input_ids, batch.attention_mask, batch.response_mask, self.prefix_sharing, self.padding_free
-        )
+        options = (self.prefix_sharing, self.padding_free, self.padding_free_row_length)
+        return pack_layout(batch.input_ids, batch.attention_mask, batch.response_mask, *options)
 
     @torch.no_grad()
     def reference_logps(self, batch: PreferenceBatch, layout: PackedLayout | None) -> torch.Tensor | None:

@@ -109,6 +109,7 @@ class RewardModel(L.LightningModule):
         prefix_sharing: each prompt is encoded once, its completions after it in one row
             (`lit_rlhf.ops.packing`); the rewards are those of the padded rows.
         padding_free: several rows' worth of tokens packed into each row, no padding computed.
+        padding_free_row_length: the most tokens a padding-free row holds (None: the longest unit's).
     """
 
     batch_type = PreferenceBatch
@@ -123,6 +124,7 @@ class RewardModel(L.LightningModule):
         nll,
         prefix_sharing: bool,
         padding_free: bool,
+        padding_free_row_length: int | None,
         tokenizer=None,
         scheduler=None,
         gold_reward=None,
@@ -137,6 +139,7 @@ class RewardModel(L.LightningModule):
             if wanted:
                 check_takes_packed_rows(model, option)
         self.prefix_sharing, self.padding_free = prefix_sharing, padding_free
+        self.padding_free_row_length = padding_free_row_length
         self.model, self.loss_fn, self.centering_coef, self.nll = model, loss, centering_coef, nll
         self.tokenizer, self.gold_reward = tokenizer, gold_reward
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
@@ -152,9 +155,8 @@ class RewardModel(L.LightningModule):
         """The packed rows of this batch, or None for its padded rows (both options off)."""
         if not (self.prefix_sharing or self.padding_free):
             return None
-        return pack_layout(
-            batch.input_ids, batch.attention_mask, batch.response_mask, self.prefix_sharing, self.padding_free
-        )
+        options = (self.prefix_sharing, self.padding_free, self.padding_free_row_length)
+        return pack_layout(batch.input_ids, batch.attention_mask, batch.response_mask, *options)
 
     def pair_rewards(self, batch: PreferenceBatch) -> tuple[torch.Tensor, torch.Tensor]:
         """(P,) rewards of each pair's chosen and rejected completion."""

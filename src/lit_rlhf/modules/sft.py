@@ -40,6 +40,7 @@ class SFTModule(L.LightningModule):
         seed: seed of the validation samples.
         padding_free: the examples packed several to a row under a block-diagonal mask (`lit_rlhf.ops.packing`),
             so no padding is computed; the loss is the padded rows'.
+        padding_free_row_length: the most tokens a padding-free row holds (None: the longest example's).
     """
 
     batch_type = SFTBatch
@@ -54,13 +55,14 @@ class SFTModule(L.LightningModule):
         skip_nonfinite_updates: bool,
         seed: int,
         padding_free: bool,
+        padding_free_row_length: int | None,
         scheduler=None,
         gold_reward=None,
     ):
         super().__init__()
         if padding_free:
             check_takes_packed_rows(policy, "module.padding_free")
-        self.padding_free = padding_free
+        self.padding_free, self.padding_free_row_length = padding_free, padding_free_row_length
         self.policy, self.tokenizer, self.gold_reward = policy, tokenizer, gold_reward
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.sampling, self.val_sample_batches = sampling, val_sample_batches
@@ -73,7 +75,9 @@ class SFTModule(L.LightningModule):
         """(B, T-1) log-probs of the next tokens, exact where `batch.loss_mask` is True."""
         if not self.padding_free:
             return sequence_logprobs(self.policy, batch.input_ids, batch.attention_mask)[0]
-        layout = pack_layout(batch.input_ids, batch.attention_mask, batch.loss_mask, False, True)
+        layout = pack_layout(
+            batch.input_ids, batch.attention_mask, batch.loss_mask, False, True, self.padding_free_row_length
+        )
         return packed_sequence_logprobs(self.policy, layout, batch.input_ids, batch.attention_mask, batch.loss_mask)
 
     def response_nll(self, batch: SFTBatch) -> torch.Tensor:

@@ -92,7 +92,12 @@ def first_fit_rows(unit_lengths: list[int], capacity: int) -> list[list[int]]:
 
 
 def pack_layout(
-    input_ids: Tensor, attention_mask: Tensor, target_mask: Tensor, share_prefixes: bool, padding_free: bool
+    input_ids: Tensor,
+    attention_mask: Tensor,
+    target_mask: Tensor,
+    share_prefixes: bool,
+    padding_free: bool,
+    row_length: int | None = None,
 ) -> PackedLayout:
     """The layout of a right-padded batch: units (shared prompts or single sequences) placed in rows.
 
@@ -101,6 +106,9 @@ def pack_layout(
         target_mask: (N, T-1) True where the next token is a response token (it marks each prompt's end).
         share_prefixes: consecutive sequences with the same prompt form one unit (else one unit each).
         padding_free: several units per row (else one unit per row).
+        row_length: the most tokens a padding-free row holds; None (or fewer than the longest unit) is the
+            longest unit's length, so no packed row is longer than the longest padded row and a dense mask's
+            attention cost (rows x length^2) never grows; a longer row packs more but attends over more.
 
     Returns:
         A PackedLayout on `input_ids`' device.
@@ -112,7 +120,8 @@ def pack_layout(
     groups = prefix_groups(sequences, shared)
     # Unit g: its group's prefix once, then every member's tokens after it.
     unit_lengths = [shared[g[0]] + sum(lengths_list[n] - shared[g[0]] for n in g) for g in groups]
-    rows = first_fit_rows(unit_lengths, max(unit_lengths)) if padding_free else [[g] for g in range(len(groups))]
+    capacity = max(max(unit_lengths), row_length or 0)
+    rows = first_fit_rows(unit_lengths, capacity) if padding_free else [[g] for g in range(len(groups))]
     width = max(sum(unit_lengths[g] for g in row) for row in rows)
 
     place = torch.full(input_ids.shape, -1, dtype=torch.long)

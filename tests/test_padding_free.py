@@ -12,7 +12,7 @@ import pytest
 import torch
 from conftest import compose_config
 from packing_cases import ragged_batch, random_model
-from test_prefix_sharing import TOLERANCE, small_pairs, step_with_and_without
+from test_prefix_sharing import TOLERANCE, small_pairs
 
 from lit_rlhf.data.batches import SFTBatch
 from lit_rlhf.modules.dpo import DPOModule
@@ -96,21 +96,6 @@ def test_packed_preference_logprobs_and_rewards_equal_the_padded_ones(share_pref
             last_token_rewards(reward_model, batch.input_ids, batch.attention_mask),
             **TOLERANCE,
         )
-
-
-def test_packed_dpo_step_on_the_tiny_assets_equals_the_padded_step(tmp_path):
-    # Pairs of the embedded task are too alike in length to pack into rows of the longest: rows of 100 tokens.
-    options = ["module.prefix_sharing=true", "module.padding_free=true", "module.padding_free_row_length=100"]
-    overrides = ["data.batch_size=8", "module.val_sample_batches=0", "regularizer/nll=chosen", *options]
-    run = build(compose_config("dpo", tmp_path, [*overrides, *small_pairs(tmp_path)]))
-    module = run.module.eval()
-    run.datamodule.setup()
-    batch = next(iter(run.datamodule.train_dataloader()))
-    assert module.layout(batch).shape[0] < len(batch.better_idx)
-    (packed_loss, packed_metrics), (padded_loss, padded_metrics) = step_with_and_without(module, batch)
-    torch.testing.assert_close(packed_loss, padded_loss, **TOLERANCE)
-    for name, value in padded_metrics.items():
-        torch.testing.assert_close(packed_metrics[name], value, **TOLERANCE, msg=name)
 
 
 def test_padding_free_sft_module_loss_is_the_padded_one():

@@ -119,25 +119,33 @@ def perturb_adapters(policy) -> None:
             parameter.data.normal_(0, 0.02)
 
 
+def assert_same_step(packed, padded, what: str) -> None:
+    (packed_loss, packed_metrics), (padded_loss, padded_metrics) = packed, padded
+    torch.testing.assert_close(packed_loss, padded_loss, **TOLERANCE, msg=what)
+    assert packed_metrics.keys() == padded_metrics.keys()
+    for name, value in padded_metrics.items():
+        torch.testing.assert_close(packed_metrics[name], value, **TOLERANCE, msg=f"{what}: {name}")
+
+
 @pytest.mark.parametrize("adapter", ["none", "lora"])
 def test_dpo_step_on_the_tiny_assets_equals_the_padded_step(tmp_path, adapter):
-    overrides = [*SMALL, *small_pairs(tmp_path), "module.prefix_sharing=true", "regularizer/nll=chosen"]
-    overrides.append(f"adapter={adapter}")
-    run = build(compose_config("dpo", tmp_path, overrides))
+    overrides = ["data.batch_size=8", "module.val_sample_batches=0", "regularizer/nll=chosen", f"adapter={adapter}"]
+    run = build(compose_config("dpo", tmp_path, [*overrides, *small_pairs(tmp_path), "module.prefix_sharing=true"]))
     module = run.module.eval()
     perturb_adapters(module.policy)
     run.datamodule.setup()
-    batch = next(iter(run.datamodule.val_dataloader()))
-    assert slots(module.layout(batch)) < batch.input_ids.numel()
+    batch = next(iter(run.datamodule.train_dataloader()))  # 8 pairs of ragged lengths
+    assert module.layout(batch).shape[0] <= len(batch.better_idx) < len(batch.input_ids)
     # The live reference (a copy, or the adapter-free policy) under sigmoid, then other members of the family.
     for choice in ["sigmoid", "ipo", "simpo", "bco_pair"] if adapter == "none" else ["sigmoid"]:
         if choice != "sigmoid":  # the run's own loss
             module.loss_fn = loss_of(choice, tmp_path / choice)
         module.prefix_sharing = True
-        (packed_loss, packed_metrics), (padded_loss, padded_metrics) = step_with_and_without(module, batch)
-        torch.testing.assert_close(packed_loss, padded_loss, **TOLERANCE, msg=choice)
-        for name, value in padded_metrics.items():
-            torch.testing.assert_close(packed_metrics[name], value, **TOLERANCE, msg=f"{choice}: {name}")
+        assert_same_step(*step_with_and_without(module, batch), choice)
+    # Both options: the shared pairs packed several to a row (too alike in length for rows of the longest).
+    module.prefix_sharing, module.padding_free, module.padding_free_row_length = True, True, 100
+    assert module.layout(batch).shape[0] < len(batch.better_idx)
+    assert_same_step(*step_with_and_without(module, batch), "shared and padding-free")
 
 
 def test_reward_model_step_with_nll_on_the_tiny_assets_equals_the_padded_step(tmp_path):

@@ -260,7 +260,7 @@ def test_every_new_choice_trains_and_is_the_loss_the_module_uses(tmp_path, choic
         loss, _ = module.step(batch)  # the module's own path (eval: BCO's δ does not move)
         logps, lengths = DPOModule.completion_logps(module.policy, batch)
         # Reference-free choices run no reference; sigmoid's loss below still needs one: the SFT model.
-        reference = module.reference_logps(batch)
+        reference = module.reference_logps(batch, module.layout(batch))
         if reference is None:
             reference = DPOModule.completion_logps(instantiate(run.cfg.model.policy), batch)[0]
     chosen, rejected = batch.better_idx, batch.worse_idx

@@ -49,13 +49,13 @@ def test_precomputed_reference_logprobs_equal_online_ones(tmp_path):
     online = build(compose_config("dpo", tmp_path / "online", small_data))
     online.datamodule.setup()
     batch = next(iter(online.datamodule.val_dataloader()))
-    expected = online.module.reference_logps(batch)
+    expected = online.module.reference_logps(batch, None)
 
     cached = build(compose_config("dpo", tmp_path / "cached", [*small_data, "module.precompute_ref_logprobs=true"]))
     fit(cached)
     assert cached.module.reference is None, "the cache should replace the reference model"
     assert not torch.isnan(cached.module.cached_ref_logps).any(), "every completion should be cached"
-    torch.testing.assert_close(cached.module.reference_logps(batch), expected, rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(cached.module.reference_logps(batch, None), expected, rtol=1e-5, atol=1e-4)
 
 
 def test_nll_term_is_length_normalised_chosen_nll():

@@ -73,7 +73,7 @@ def test_default_is_off_and_an_untied_head_is_refused(tmp_path):
     model = run.module.model
     model.config.tie_word_embeddings = False
     with pytest.raises(ConfigError, match="regularizer/nll=none"):
-        RewardModel(model, run.module.loss_fn, 0.0, None, False, ChosenNLL(coef=0.1))
+        RewardModel(model, run.module.loss_fn, 0.0, None, False, ChosenNLL(coef=0.1), False, False, None)
 
 
 def test_rm_nll_trains_and_logs_the_nll(tmp_path):

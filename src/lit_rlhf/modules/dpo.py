@@ -27,6 +27,8 @@ from lit_rlhf.modules.common import (
 from lit_rlhf.ops.forward import sequence_logprobs
 from lit_rlhf.ops.generation import SamplingConfig
 from lit_rlhf.ops.masking import masked_sum
+from lit_rlhf.ops.packed_forward import check_takes_packed_rows, packed_sequence_logprobs
+from lit_rlhf.ops.packing import PackedLayout, pack_layout
 
 # The implicit-reward metrics share their names with the reward model's (`reward_accuracy`, ...).
 PAIR_METRICS = ("reward_accuracy", "reward_margin", "reward_chosen", "reward_rejected", "logps_chosen")
@@ -54,6 +56,10 @@ class DPOModule(L.LightningModule):
         gold_reward: the task's programmatic reward (texts -> scores), for `val/gold_reward`.
         skip_nonfinite_updates: skip (True) or stop on (False) a non-finite loss.
         seed: seed of the validation samples.
+        prefix_sharing: each prompt is encoded once, its completions after it in one row
+            (`lit_rlhf.ops.packing`); the log-probs are those of the padded rows.
+        padding_free: several rows' worth of tokens packed into each row, no padding computed.
+        padding_free_row_length: the most tokens a padding-free row holds (None: the longest unit's).
     """
 
     batch_type = PreferenceBatch
@@ -71,12 +77,20 @@ class DPOModule(L.LightningModule):
         seed: int,
         tokenizer,
         reference_dtype: str,
+        prefix_sharing: bool,
+        padding_free: bool,
+        padding_free_row_length: int | None,
         scheduler=None,
         gold_reward=None,
     ):
         super().__init__()
         self.strict_loading = False
         disable_dropout(policy)
+        for option, wanted in (("module.prefix_sharing", prefix_sharing), ("module.padding_free", padding_free)):
+            if wanted:
+                check_takes_packed_rows(policy, option)
+        self.prefix_sharing, self.padding_free = prefix_sharing, padding_free
+        self.padding_free_row_length = padding_free_row_length
         self.policy = policy
         self.reference = Reference(policy, reference_dtype) if loss.needs_reference else None
         self.loss_fn, self.nll = loss, nll
@@ -90,24 +104,39 @@ class DPOModule(L.LightningModule):
 
     # --------------------------------------------------------------- log-probs
     @staticmethod
-    def completion_logps(model, batch: PreferenceBatch) -> tuple[torch.Tensor, torch.Tensor]:
+    def completion_logps(
+        model, batch: PreferenceBatch, layout: PackedLayout | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Summed response log-probs (N,) and response lengths (N,) of every completion, in ONE forward pass.
 
         Chosen and rejected completions are rows of the same (N, T) batch, so the
-        policy runs once per step rather than once per side.
+        policy runs once per step rather than once per side; with a `layout` (prefix
+        sharing, padding-free) they are the packed rows of that batch instead.
         """
-        logprobs, _ = sequence_logprobs(model, batch.input_ids, batch.attention_mask)
+        if layout is None:
+            logprobs, _ = sequence_logprobs(model, batch.input_ids, batch.attention_mask)
+        else:
+            logprobs = packed_sequence_logprobs(
+                model, layout, batch.input_ids, batch.attention_mask, batch.response_mask
+            )
         return masked_sum(logprobs, batch.response_mask, dim=1), batch.response_mask.sum(1)
 
+    def layout(self, batch: PreferenceBatch) -> PackedLayout | None:
+        """The packed rows of this batch, or None for its padded rows (both options off)."""
+        if not (self.prefix_sharing or self.padding_free):
+            return None
+        options = (self.prefix_sharing, self.padding_free, self.padding_free_row_length)
+        return pack_layout(batch.input_ids, batch.attention_mask, batch.response_mask, *options)
+
     @torch.no_grad()
-    def reference_logps(self, batch: PreferenceBatch) -> torch.Tensor | None:
+    def reference_logps(self, batch: PreferenceBatch, layout: PackedLayout | None) -> torch.Tensor | None:
         """(N,) reference log-probs: from the precomputed cache, or a forward pass of the reference."""
         if self.cached_ref_logps is not None:
             return self.cached_ref_logps[batch.sequence_ids.cpu()].to(self.device)
         if self.reference is None:
             return None
         with self.reference.model() as reference:
-            return self.completion_logps(reference, batch)[0]
+            return self.completion_logps(reference, batch, layout)[0]
 
     def on_fit_start(self) -> None:
         if not self.precompute_ref_logprobs or self.cached_ref_logps is not None:
@@ -119,7 +148,7 @@ class DPOModule(L.LightningModule):
             for batch in tqdm(loader, desc=f"reference log-probs ({split})", disable=not self.trainer.is_global_zero):
                 batch = move_data_to_device(batch, self.device)
                 with self.reference.model() as reference:
-                    logps = self.completion_logps(reference, batch)[0]
+                    logps = self.completion_logps(reference, batch, self.layout(batch))[0]
                 cache[batch.sequence_ids.cpu()] = logps.float().cpu()
         self.cached_ref_logps = cache
         # The cache replaces the reference model for the rest of the run.
@@ -127,8 +156,9 @@ class DPOModule(L.LightningModule):
 
     # -------------------------------------------------------------------- loss
     def step(self, batch: PreferenceBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        logps, lengths = self.completion_logps(self.policy, batch)
-        ref_logps = self.reference_logps(batch)
+        layout = self.layout(batch)
+        logps, lengths = self.completion_logps(self.policy, batch, layout)
+        ref_logps = self.reference_logps(batch, layout)
         chosen, rejected = batch.better_idx, batch.worse_idx
         pairs = PairLogps(
             logps[chosen],

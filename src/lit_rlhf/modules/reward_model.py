@@ -14,6 +14,8 @@ from lit_rlhf.modules.common import configure_optimizer, finite_or_skip, log_lea
 from lit_rlhf.ops.forward import last_token_rewards, position_ids_from_mask, transformers_model
 from lit_rlhf.ops.logprobs import token_logprobs
 from lit_rlhf.ops.masking import last_true_index, masked_sum
+from lit_rlhf.ops.packed_forward import check_takes_packed_rows, last_token_places, packed_hidden, target_places
+from lit_rlhf.ops.packing import PackedLayout, pack_layout
 
 PAIR_METRICS = ("reward_accuracy", "reward_margin", "reward_chosen", "reward_rejected")
 
@@ -53,6 +55,35 @@ def response_logps_from_hidden(
     return masked_sum(logprobs, response_mask, dim=1), response_mask.sum(1)
 
 
+def packed_rewards_and_hidden(
+    model, layout: PackedLayout, input_ids: torch.Tensor, attention_mask: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`rewards_and_hidden` over packed rows: (N,) rewards and the (R * L, H) flat packed hidden states."""
+    hidden = packed_hidden(model, layout, input_ids, attention_mask)
+    last = hidden[last_token_places(layout, attention_mask)]  # (N, H)
+    return transformers_model(model).score(last).squeeze(-1).float(), hidden
+
+
+def packed_response_logps(
+    hidden: torch.Tensor,
+    lm_head_weight: torch.Tensor,
+    layout: PackedLayout,
+    input_ids: torch.Tensor,
+    response_mask: torch.Tensor,
+) -> torch.Tensor:
+    """`response_logps_from_hidden`'s (N,) summed response log-probs, from packed hidden states.
+
+    Args:
+        hidden: (R * L, H) flat packed hidden states.
+        response_mask: (N, T-1) the targets to score (rows left all False are 0).
+    """
+    places, targets = target_places(layout, response_mask)
+    logits = F.linear(hidden[places], lm_head_weight)  # (M, V): only the scored positions
+    labels = input_ids[targets[:, 0], targets[:, 1] + 1]  # (M,)
+    logprobs = token_logprobs(logits[None], labels[None])[0]  # (M,)
+    return logprobs.new_zeros(len(input_ids)).index_add(0, targets[:, 0], logprobs)
+
+
 class RewardModel(L.LightningModule):
     """A backbone with a scalar head scoring the last real token of prompt + response.
 
@@ -75,6 +106,10 @@ class RewardModel(L.LightningModule):
         skip_nonfinite_updates: skip (True) or stop on (False) a non-finite loss.
         nll: `regularizer/nll` object (ChosenNLL or NoNLL), the same group DPO uses.
         gold_reward: the task's programmatic reward (texts -> scores), for `val/gold_accuracy`.
+        prefix_sharing: each prompt is encoded once, its completions after it in one row
+            (`lit_rlhf.ops.packing`); the rewards are those of the padded rows.
+        padding_free: several rows' worth of tokens packed into each row, no padding computed.
+        padding_free_row_length: the most tokens a padding-free row holds (None: the longest unit's).
     """
 
     batch_type = PreferenceBatch
@@ -87,6 +122,9 @@ class RewardModel(L.LightningModule):
         optimizer,
         skip_nonfinite_updates: bool,
         nll,
+        prefix_sharing: bool,
+        padding_free: bool,
+        padding_free_row_length: int | None,
         tokenizer=None,
         scheduler=None,
         gold_reward=None,
@@ -97,6 +135,11 @@ class RewardModel(L.LightningModule):
                 "regularizer/nll=chosen on a reward model needs tied input/output embeddings (its LM head); "
                 "this checkpoint unties them. Valid choices here: regularizer/nll=none"
             )
+        for option, wanted in (("module.prefix_sharing", prefix_sharing), ("module.padding_free", padding_free)):
+            if wanted:
+                check_takes_packed_rows(model, option)
+        self.prefix_sharing, self.padding_free = prefix_sharing, padding_free
+        self.padding_free_row_length = padding_free_row_length
         self.model, self.loss_fn, self.centering_coef, self.nll = model, loss, centering_coef, nll
         self.tokenizer, self.gold_reward = tokenizer, gold_reward
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
@@ -108,9 +151,20 @@ class RewardModel(L.LightningModule):
         """(N,) rewards."""
         return last_token_rewards(self.model, input_ids, attention_mask)
 
+    def layout(self, batch: PreferenceBatch) -> PackedLayout | None:
+        """The packed rows of this batch, or None for its padded rows (both options off)."""
+        if not (self.prefix_sharing or self.padding_free):
+            return None
+        options = (self.prefix_sharing, self.padding_free, self.padding_free_row_length)
+        return pack_layout(batch.input_ids, batch.attention_mask, batch.response_mask, *options)
+
     def pair_rewards(self, batch: PreferenceBatch) -> tuple[torch.Tensor, torch.Tensor]:
         """(P,) rewards of each pair's chosen and rejected completion."""
-        rewards = self(batch.input_ids, batch.attention_mask)
+        layout = self.layout(batch)
+        if layout is None:
+            rewards = self(batch.input_ids, batch.attention_mask)
+        else:
+            rewards = packed_rewards_and_hidden(self.model, layout, batch.input_ids, batch.attention_mask)[0]
         return rewards[batch.better_idx], rewards[batch.worse_idx]
 
     def pair_loss(self, chosen: torch.Tensor, rejected: torch.Tensor, batch: PreferenceBatch) -> torch.Tensor:
@@ -124,12 +178,20 @@ class RewardModel(L.LightningModule):
             chosen, rejected = self.pair_rewards(batch)
             return self.pair_loss(chosen, rejected, batch), chosen, rejected, {}
         # One backbone pass feeds both heads.
-        rewards, hidden = rewards_and_hidden(self.model, batch.input_ids, batch.attention_mask)
-        chosen, rejected, better = rewards[batch.better_idx], rewards[batch.worse_idx], batch.better_idx
+        better, layout = batch.better_idx, self.layout(batch)
         lm_head_weight = transformers_model(self.model).get_input_embeddings().weight
-        logps, lengths = response_logps_from_hidden(
-            hidden[better], lm_head_weight, batch.input_ids[better], batch.response_mask[better]
-        )
+        if layout is None:
+            rewards, hidden = rewards_and_hidden(self.model, batch.input_ids, batch.attention_mask)
+            logps, lengths = response_logps_from_hidden(
+                hidden[better], lm_head_weight, batch.input_ids[better], batch.response_mask[better]
+            )
+        else:
+            rewards, hidden = packed_rewards_and_hidden(self.model, layout, batch.input_ids, batch.attention_mask)
+            chosen_targets = torch.zeros_like(batch.response_mask)  # the LM head reads the chosen responses only
+            chosen_targets[better] = batch.response_mask[better]
+            logps = packed_response_logps(hidden, lm_head_weight, layout, batch.input_ids, chosen_targets)[better]
+            lengths = batch.response_mask[better].sum(1)
+        chosen, rejected = rewards[batch.better_idx], rewards[batch.worse_idx]
         nll_term = self.nll.loss_term(logps, lengths)
         metrics = {"nll": (-logps / lengths.clamp(min=1)).detach().mean(), **nll_term.metrics}
         return self.pair_loss(chosen, rejected, batch) + nll_term.loss, chosen, rejected, metrics

@@ -18,6 +18,8 @@ from lit_rlhf.ops.distributed import rank_share
 from lit_rlhf.ops.forward import sequence_logprobs
 from lit_rlhf.ops.generation import SamplingConfig
 from lit_rlhf.ops.masking import masked_mean, masked_sum
+from lit_rlhf.ops.packed_forward import check_takes_packed_rows, packed_sequence_logprobs
+from lit_rlhf.ops.packing import pack_layout
 
 
 class SFTModule(L.LightningModule):
@@ -37,6 +39,9 @@ class SFTModule(L.LightningModule):
         gold_reward: the task's programmatic reward (texts -> scores), or None for real data.
         skip_nonfinite_updates: skip (True) or stop on (False) a non-finite loss.
         seed: seed of the validation samples.
+        padding_free: the examples packed several to a row under a block-diagonal mask (`lit_rlhf.ops.packing`),
+            so no padding is computed; the loss is the padded rows'.
+        padding_free_row_length: the most tokens a padding-free row holds (None: the longest example's).
     """
 
     batch_type = SFTBatch
@@ -50,10 +55,15 @@ class SFTModule(L.LightningModule):
         val_sample_batches: int,
         skip_nonfinite_updates: bool,
         seed: int,
+        padding_free: bool,
+        padding_free_row_length: int | None,
         scheduler=None,
         gold_reward=None,
     ):
         super().__init__()
+        if padding_free:
+            check_takes_packed_rows(policy, "module.padding_free")
+        self.padding_free, self.padding_free_row_length = padding_free, padding_free_row_length
         self.policy, self.tokenizer, self.gold_reward = policy, tokenizer, gold_reward
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.sampling, self.val_sample_batches = sampling, val_sample_batches
@@ -62,13 +72,21 @@ class SFTModule(L.LightningModule):
             {name: MeanMetric() for name in ("loss", "gold_reward", "response_length")}
         )
 
+    def token_logprobs(self, batch: SFTBatch) -> torch.Tensor:
+        """(B, T-1) log-probs of the next tokens, exact where `batch.loss_mask` is True."""
+        if not self.padding_free:
+            return sequence_logprobs(self.policy, batch.input_ids, batch.attention_mask)[0]
+        layout = pack_layout(
+            batch.input_ids, batch.attention_mask, batch.loss_mask, False, True, self.padding_free_row_length
+        )
+        return packed_sequence_logprobs(self.policy, layout, batch.input_ids, batch.attention_mask, batch.loss_mask)
+
     def response_nll(self, batch: SFTBatch) -> torch.Tensor:
         """Mean negative log-likelihood per response token."""
-        logprobs, _ = sequence_logprobs(self.policy, batch.input_ids, batch.attention_mask)
-        return -masked_mean(logprobs, batch.loss_mask)
+        return -masked_mean(self.token_logprobs(batch), batch.loss_mask)
 
     def training_step(self, batch: SFTBatch, batch_idx: int):
-        logprobs, _ = sequence_logprobs(self.policy, batch.input_ids, batch.attention_mask)
+        logprobs = self.token_logprobs(batch)
         nll = -masked_sum(logprobs, batch.loss_mask)
         # Lightning divides every batch's loss by N (the last, shorter window of an epoch too), so N * this
         # batch's share of the window's token mean sums to that mean over the window. N = 1: nll / own tokens.

@@ -129,7 +129,18 @@ def gold_accuracy(model, tokenizer, pairs: int = 1000) -> float:
     from lit_rlhf.modules.reward_model import RewardModel
     from lit_rlhf.regularizers.nll import NoNLL
 
-    scorer = RewardModel(model.eval(), BradleyTerryLoss(), 0.0, None, False, NoNLL(), gold_reward=GoldReward())
+    scorer = RewardModel(
+        model.eval(),
+        BradleyTerryLoss(),
+        0.0,
+        None,
+        False,
+        NoNLL(),
+        prefix_sharing=False,
+        padding_free=False,
+        padding_free_row_length=None,
+        gold_reward=GoldReward(),
+    )
     datamodule = preference_datamodule(tokenizer, batch_size=256)
     datamodule.val_items = datamodule.val_items[:pairs]
     agreement = [scorer.gold_agreement(b, *scorer.pair_rewards(b)) for b in datamodule.val_dataloader()]
@@ -353,7 +364,9 @@ def run_worker(run: dict, side: str, seed: int) -> dict:
             raise SystemExit(f"{side} worker of {run['algo']} on {run['model']} failed (exit {proc.returncode})")
         result = json.loads(out.read_text())
     if side == "probe":
-        print("  matmul peak: " + ", ".join(f"{k} {v / 1e9:.1f} GFLOP/s" for k, v in result["peak"].items()), flush=True)
+        print(
+            "  matmul peak: " + ", ".join(f"{k} {v / 1e9:.1f} GFLOP/s" for k, v in result["peak"].items()), flush=True
+        )
     elif side != "check":
         rates, memory = ", ".join(f"{result[k]:.1f}" for k in RATES), f"peak RSS {result['peak_rss_mib']:.0f} MiB"
         gold = "" if result.get("gold") is None else f", gold {result['gold']:.3f}"
@@ -366,7 +379,7 @@ def benchmark(comparison: Comparison, run: dict, repeats: int, check: bool) -> d
     """Every side `repeats` times, rounds rotating which goes first, between two matmul-peak probes; the check.
 
     Sides: ours and TRL as matched to ours, and with `run["trl_defaults"]` TRL at its own defaults too.
-    The workers' MFU is against the first probe's peak; both probes are kept (the machine is shared).
+    MFU is against the higher of the two probes' peaks (a neighbour's load only lowers it); both are kept.
     """
     if comparison.prepare:
         comparison.prepare(SimpleNamespace(**run))
@@ -401,11 +414,17 @@ def summarize(runs: dict[str, list[dict]]) -> dict:
     """Medians per side, and ours / TRL (each TRL side) of each median rate (> 1: ours is faster)."""
     keys = (*RATES, "peak_rss_mib", "rss_before_training_mib", "response_length", "gold", *FLOP_SUMMARY)
     present = lambda rs, k: k in rs[0] and all(r.get(k) is not None for r in rs)  # noqa: E731
-    summary = {side: {k: statistics.median(r[k] for r in rs) for k in keys if present(rs, k)} for side, rs in runs.items()}
+    summary = {
+        side: {k: statistics.median(r[k] for r in rs) for k in keys if present(rs, k)} for side, rs in runs.items()
+    }
     for side in runs:
         if "compute_dtype" in runs[side][0]:
             summary[side]["compute_dtype"] = runs[side][0]["compute_dtype"]
-    ratios = {f"ours_over_{side}": {k: summary["ours"][k] / summary[side][k] for k in RATES} for side in runs if side != "ours"}
+    ratios = {
+        f"ours_over_{side}": {k: summary["ours"][k] / summary[side][k] for k in RATES}
+        for side in runs
+        if side != "ours"
+    }
     return summary | ratios
 
 
@@ -413,7 +432,9 @@ def loss_agreement(runs: dict[str, list[dict]]) -> list[dict]:
     """The first step's metrics of the two sides on the same batch, and how far their losses drift later."""
     ours, trl = runs["ours"][0]["per_step"], runs["trl"][0]["per_step"]
     diffs = [abs(a - b) for a, b in zip(ours["loss"], trl["loss"])]
-    first = [compare(f"first-step {name}", ours[name][0], trl[name][0]) for name in ours if not name.startswith("flops")]
+    first = [
+        compare(f"first-step {name}", ours[name][0], trl[name][0]) for name in ours if not name.startswith("flops")
+    ]
     return first + [compare(f"loss over {len(diffs)} steps, max", None, None, max(diffs), per_step=diffs)]
 
 
@@ -444,7 +465,7 @@ def table_row(name: str, unit: str, payload: dict) -> str:
     return "| " + " | ".join(cells) + " |"
 
 
-FLOP_HEADER = "| set | benchmark | TRL arm | batch × steps (timed) | ours | TRL | ours / TRL (median step) "
+FLOP_HEADER = "| set | benchmark | TRL arm | batch × steps (timed) | ours | TRL | ours / TRL (median step, per CPU-s) "
 FLOP_HEADER += "| peak RSS MiB ours / TRL | MFU ours / TRL | model GFLOP/s ours / TRL | padding waste ours / TRL "
 FLOP_HEADER += "| first-step loss ours / TRL (\\|diff\\|) | load |\n" + "|---" * 13 + "|"
 
@@ -460,12 +481,22 @@ def flop_rows(data: str, name: str, unit: str, payload: dict) -> list[str]:
         trl, ratio = s[side], s[f"ours_over_{side}"]
         check = payload["check"]["compared"] if side == "trl" else payload["check"]["trl_defaults"]
         first = check[0]
-        cells = [data, name, f"{arm} ({trl.get('compute_dtype', '?')})", f"{settings['batch_size']} × {steps} ({steps - warmup})"]
+        cells = [
+            data,
+            name,
+            f"{arm} ({trl.get('compute_dtype', '?')})",
+            f"{settings['batch_size']} × {steps} ({steps - warmup})",
+        ]
         cells += [f"{ours['rate']:.2f} {unit}/s", f"{trl['rate']:.2f} {unit}/s"]
-        cells += [f"**{ratio['rate']:.2f}x** ({ratio['rate_by_median_step']:.2f}x)"]
+        cells += [
+            f"**{ratio['rate']:.2f}x** ({ratio['rate_by_median_step']:.2f}x, {ratio['rate_per_cpu_second']:.2f}x)"
+        ]
         cells += [f"{ours['peak_rss_mib']:.0f} / {trl['peak_rss_mib']:.0f}", f"{ours['mfu']:.1%} / {trl['mfu']:.1%}"]
         cells += [f"{ours['model_flops_per_second'] / 1e9:.1f} / {trl['model_flops_per_second'] / 1e9:.1f}"]
         cells += [f"{ours['padding_waste']:.1%} / {trl['padding_waste']:.1%}"]
-        cells += [f"{first['ours']:.6f} / {first['trl']:.6f} ({first['abs_diff']:.1e})", f"{min(loads):.1f}–{max(loads):.1f}"]
+        cells += [
+            f"{first['ours']:.6f} / {first['trl']:.6f} ({first['abs_diff']:.1e})",
+            f"{min(loads):.1f}–{max(loads):.1f}",
+        ]
         rows.append("| " + " | ".join(cells) + " |")
     return rows

@@ -4,6 +4,13 @@
     benchmarks/.venv-trl/bin/python benchmarks/bench_trl.py dpo reward      # tiny and large model
     benchmarks/.venv-trl/bin/python benchmarks/bench_trl.py rloo grpo [--fixed-length] [--model large]
     benchmarks/.venv-trl-ppo/bin/python benchmarks/bench_trl.py ppo [--iterations 60 --repeats 6 --no-check]
+    benchmarks/.venv-trl/bin/python benchmarks/bench_trl.py dpo reward --model large --data long \
+        [--trl-defaults] [--ours-override module.prefix_sharing=false] [--profile DIR]
+
+DPO and reward rows also carry model FLOP/s, MFU against a matmul peak probed in the same run, and
+real vs padded tokens (_flops.py). `--data long`: make_long_pairs.py's 150-400-token prompts;
+`--trl-defaults`: a third side, TRL at its own defaults (bf16 autocast, gradient checkpointing, ...);
+`--ours-override`: Hydra overrides for our side, after the benchmark's own.
 
 Throughput (preference pairs, or sampled episodes, per second over the steps after a warm-up), peak RSS,
 a held-out gold score of each final model, and a check that both learn the same: the per-step losses on

@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
-# The "Against TRL 1.16 on long prompts: MFU and padding" campaign (README), one session, ~40 min on 2 cores.
-# Extra arguments (e.g. --ours-override module.prefix_sharing=true --name prefix) go to every command.
-set -euo pipefail
+# The "Against TRL 1.16 on long prompts: MFU and padding" campaign (README), one session, ~55 min on 2 cores.
+# Extra arguments (e.g. --ours-override module.prefix_sharing=false --name noshare) go to every command.
+set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=benchmarks/.venv-trl/bin/python
 LONG=${LONG_PAIRS:-/tmp/long-pairs}
 [ -f "$LONG/train.jsonl" ] || .venv/bin/python benchmarks/make_long_pairs.py "$LONG"
-run() { echo "== $(date +%T) load $(cut -d' ' -f1-3 /proc/loadavg): $*"; "$PY" benchmarks/bench_trl.py "$@"; }
+run() {
+    echo "== $(date +%T) load $(cut -d' ' -f1-3 /proc/loadavg): $*"
+    "$PY" benchmarks/bench_trl.py "$@" || echo "== exit $? (a first-step check failed, or a worker did)"
+}
 # ours vs TRL matched to ours (fp32, no clipping, constant lr): 3 alternating rounds
 run dpo reward --model large --data long --long-pairs "$LONG" --batch-size 2 --steps 6 --warmup 2 --repeats 3 "$@"
 run dpo reward --model large --data embedded --repeats 3 --no-gold "$@"

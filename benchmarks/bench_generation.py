@@ -92,8 +92,7 @@ def decode_loop(model, ids, mask, tokenizer, greedy: bool):
                    use_cache=True, logits_to_keep=1).logits[:, -1]  # (B, V)
     finished, out, last = torch.zeros(len(ids), dtype=torch.bool), [ids], positions[:, -1:]
     for step in range(NEW_TOKENS):
-        if step < NEW_TOKENS:  # min_new_tokens: no EOS yet
-            logits[:, eos] = float("-inf")
+        logits[:, eos] = float("-inf")  # min_new_tokens = NEW_TOKENS, as the generate paths get
         token = logits.argmax(-1) if greedy else torch.multinomial(torch.softmax(logits.float(), -1), 1)[:, 0]
         token = token.masked_fill(finished, pad)  # (B,)
         finished |= token == eos
@@ -136,8 +135,10 @@ def measure(model, tokenizer, batch, repeats: int) -> dict:
         result[name] = dict(ms_per_token=1e3 * total / NEW_TOKENS, forward_ms_per_token=1e3 * forward / NEW_TOKENS)
         result[name] |= dict(overhead_share=1 - forward / total, tokens_per_second=len(ids) * NEW_TOKENS / total)
         result[name] |= dict(greedy_rows_equal_to_generate=same[name], runs=pairs)
+        result[name] |= dict(best_ms_per_token=1e3 * min(t for t, _ in pairs) / NEW_TOKENS)  # least disturbed round
     for name in PATHS:
         result[name]["speedup_vs_generate"] = result[name]["tokens_per_second"] / result["generate"]["tokens_per_second"]
+        result[name]["best_speedup_vs_generate"] = result["generate"]["best_ms_per_token"] / result[name]["best_ms_per_token"]
     return result
 
 
@@ -177,7 +178,8 @@ def main(argv=None) -> None:
                 r = result[name]
                 print(f"  {name:16s} {r['ms_per_token']:6.2f} ms/token (forward {r['forward_ms_per_token']:6.2f}, "
                       f"overhead {r['overhead_share']:5.1%}), {r['tokens_per_second']:7.0f} tokens/s, "
-                      f"{r['speedup_vs_generate']:.2f}x generate; greedy rows equal {r['greedy_rows_equal_to_generate']:.2f}")
+                      f"{r['speedup_vs_generate']:.2f}x generate (best round {r['best_ms_per_token']:.2f} ms, "
+                      f"{r['best_speedup_vs_generate']:.2f}x); greedy rows equal {r['greedy_rows_equal_to_generate']:.2f}")
             print("  generate, top by own time:", *result["generate_profile"], sep="\n    ")
     path = toolkit.BENCHMARKS / "results" / "generation.json"
     path.write_text(json.dumps(payload, indent=2) + "\n")

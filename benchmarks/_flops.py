@@ -11,7 +11,8 @@ tied or not, the score head's d for a reward model; the embedding lookup is no p
 (L layers, d_attn = heads × head_dim; attention counted over all s² pairs, not the causal half.) "Real"
 counts each sequence at its own length (the attention mask's), "padded" at the batch's padded length:
 padding waste = 1 − real / padded tokens. MFU = model FLOPs per second of real tokens / the peak of
-`torch.matmul` or `F.linear`, whichever is faster, at the run's precision and thread count, measured by `matmul_peak` in the same run.
+`torch.matmul` or `F.linear`, whichever is faster, at the run's precision and thread count, measured by
+`matmul_peak` in the same run.
 Gradient checkpointing's recomputation is not counted (it is hardware work, not model work).
 
 Counted by wrapping the decoder's forward (`LlamaModel.forward`, what every model of these benchmarks

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import _toolkit as toolkit
 
-from lit_rlhf.models.loading import load_tokenizer
 from lit_rlhf.data.sources import HHRLHFSource
+from lit_rlhf.models.loading import load_tokenizer
 from lit_rlhf.task.sources import EmbeddedPreferencePairs
 
 DPO_BETA, DPO_LR, REWARD_LR = 0.1, 5e-4, 1e-3
@@ -33,7 +33,12 @@ def data_overrides(run) -> list[str]:
     """Our data config: the embedded pairs, or (long) the HH-RLHF-format folder of make_long_pairs.py."""
     if run.data == "embedded":
         return ["data=task_pairs"]
-    return ["data=hh_rlhf", f"data.path={run.long_path}", f"data.max_length={LONG_MAX_LENGTH}", "data.max_prompt_length=448"]
+    return [
+        "data=hh_rlhf",
+        f"data.path={run.long_path}",
+        f"data.max_length={LONG_MAX_LENGTH}",
+        "data.max_prompt_length=448",
+    ]
 
 
 def training_records(run) -> list:
@@ -129,7 +134,9 @@ def trl_side(trainer_name: str, metrics: dict[str, str], lr: float, settings: di
         # torch.optim.AdamW at a constant lr, as ours (TRL defaults to the fused AdamW, linear decay, clipping at 1.0).
         plain = dict(optim="adamw_torch", learning_rate=lr, lr_scheduler_type="constant", warmup_steps=0)
         plain |= dict(weight_decay=0.0, max_grad_norm=0.0) | toolkit.TRL_PLAIN
-    config = getattr(trl, f"{trainer_name}Config")(output_dir=f"{run.workdir}/trl", **length, **order, **plain, **settings)
+    config = getattr(trl, f"{trainer_name}Config")(
+        output_dir=f"{run.workdir}/trl", **length, **order, **plain, **settings
+    )
     trainer = Recording(model, args=config, train_dataset=dataset, processing_class=tokenizer)
     toolkit.train_trl(trainer, clock)
     return clock.result(run.batch_size, run.warmup), trainer.model, tokenizer

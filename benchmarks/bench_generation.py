@@ -88,8 +88,14 @@ def decode_loop(model, ids, mask, tokenizer, greedy: bool):
     eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
     cache, mask = DynamicCache(config=model.config), mask.long()
     positions = (mask.cumsum(1) - 1).clamp(min=0)  # (B, P): left padding does not shift the positions
-    logits = model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
-                   use_cache=True, logits_to_keep=1).logits[:, -1]  # (B, V)
+    logits = model(
+        input_ids=ids,
+        attention_mask=mask,
+        position_ids=positions,
+        past_key_values=cache,
+        use_cache=True,
+        logits_to_keep=1,
+    ).logits[:, -1]  # (B, V)
     finished, out, last = torch.zeros(len(ids), dtype=torch.bool), [ids], positions[:, -1:]
     for step in range(NEW_TOKENS):
         logits[:, eos] = float("-inf")  # min_new_tokens = NEW_TOKENS, as the generate paths get
@@ -100,8 +106,9 @@ def decode_loop(model, ids, mask, tokenizer, greedy: bool):
         if step == NEW_TOKENS - 1:
             break
         mask, last = torch.cat([mask, torch.ones_like(mask[:, :1])], 1), last + 1
-        logits = model(input_ids=token[:, None], attention_mask=mask, position_ids=last, past_key_values=cache,
-                       use_cache=True).logits[:, -1]
+        logits = model(
+            input_ids=token[:, None], attention_mask=mask, position_ids=last, past_key_values=cache, use_cache=True
+        ).logits[:, -1]
     return torch.cat(out, 1)
 
 
@@ -137,8 +144,12 @@ def measure(model, tokenizer, batch, repeats: int) -> dict:
         result[name] |= dict(greedy_rows_equal_to_generate=same[name], runs=pairs)
         result[name] |= dict(best_ms_per_token=1e3 * min(t for t, _ in pairs) / NEW_TOKENS)  # least disturbed round
     for name in PATHS:
-        result[name]["speedup_vs_generate"] = result[name]["tokens_per_second"] / result["generate"]["tokens_per_second"]
-        result[name]["best_speedup_vs_generate"] = result["generate"]["best_ms_per_token"] / result[name]["best_ms_per_token"]
+        result[name]["speedup_vs_generate"] = (
+            result[name]["tokens_per_second"] / result["generate"]["tokens_per_second"]
+        )
+        result[name]["best_speedup_vs_generate"] = (
+            result["generate"]["best_ms_per_token"] / result[name]["best_ms_per_token"]
+        )
     return result
 
 
@@ -172,14 +183,18 @@ def main(argv=None) -> None:
             result["generate_profile"] = generate_profile(model, tokenizer, batch)
             result |= dict(parameters_millions=params, load_average_after=os.getloadavg()[0])
             payload["models"][model_name] = result
-            print(f"{model_name} ({params:.2f}M), {PROMPTS}x{SAMPLES} rows, {NEW_TOKENS} new tokens, "
-                  f"{args.threads} threads, load {os.getloadavg()[0]:.1f}:")
+            print(
+                f"{model_name} ({params:.2f}M), {PROMPTS}x{SAMPLES} rows, {NEW_TOKENS} new tokens, "
+                f"{args.threads} threads, load {os.getloadavg()[0]:.1f}:"
+            )
             for name in PATHS:
                 r = result[name]
-                print(f"  {name:16s} {r['ms_per_token']:6.2f} ms/token (forward {r['forward_ms_per_token']:6.2f}, "
-                      f"overhead {r['overhead_share']:5.1%}), {r['tokens_per_second']:7.0f} tokens/s, "
-                      f"{r['speedup_vs_generate']:.2f}x generate (best round {r['best_ms_per_token']:.2f} ms, "
-                      f"{r['best_speedup_vs_generate']:.2f}x); greedy rows equal {r['greedy_rows_equal_to_generate']:.2f}")
+                print(
+                    f"  {name:16s} {r['ms_per_token']:6.2f} ms/token (forward {r['forward_ms_per_token']:6.2f}, "
+                    f"overhead {r['overhead_share']:5.1%}), {r['tokens_per_second']:7.0f} tokens/s, "
+                    f"{r['speedup_vs_generate']:.2f}x generate (best round {r['best_ms_per_token']:.2f} ms, "
+                    f"{r['best_speedup_vs_generate']:.2f}x); greedy rows equal {r['greedy_rows_equal_to_generate']:.2f}"
+                )
             print("  generate, top by own time:", *result["generate_profile"], sep="\n    ")
     path = toolkit.BENCHMARKS / "results" / "generation.json"
     path.write_text(json.dumps(payload, indent=2) + "\n")

@@ -55,8 +55,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--long-pairs", help="a make_long_pairs.py folder (default: written into the workdir, seed 0)")
     parser.add_argument("--trl-defaults", action="store_true", help="dpo, reward: also TRL at its own defaults")
     parser.add_argument("--arms", help="dpo, reward: the sides to run, of ours,trl,trl_defaults (default: ours,trl)")
-    parser.add_argument("--ours-override", action="append", default=[], metavar="KEY=VALUE",
-                        help="dpo, reward: a Hydra override for our side, after the benchmark's own (repeatable)")
+    parser.add_argument(
+        "--ours-override",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="dpo, reward: a Hydra override for our side, after the benchmark's own (repeatable)",
+    )
     parser.add_argument("--profile", help="dpo, reward: write each side's torch.profiler table into this folder")
     parser.add_argument("--no-gold", action="store_true", help="skip the held-out gold score (long data: always)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)  # one side's settings, as JSON: set by the parent
@@ -104,7 +109,12 @@ def compare_on(algo: str, model: str, data: str, args, workdir: str, environment
     repeats = args.repeats or comparison.defaults["repeats"]
     label = f"{model} ({sum(p.numel() for p in initial[0].parameters()) / 1e6:.2f}M)"
     print(f"{algo}, {label}: {repeats} rounds of {run['steps']} steps ({run['warmup']} warm-up)", flush=True)
-    parts = [algo, model if model != "tiny" else "", "long" if data == "long" else "", "fixed" if args.fixed_length else ""]
+    parts = [
+        algo,
+        model if model != "tiny" else "",
+        "long" if data == "long" else "",
+        "fixed" if args.fixed_length else "",
+    ]
     parts.append(args.name)
     name, settings = "_".join(p for p in parts if p), run | dict(repeats=repeats, model_path=None, workdir=None)
     payload = dict(model=label, command=f"{comparison.venv}/bin/python {' '.join(sys.argv)}", settings=settings)

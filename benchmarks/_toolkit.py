@@ -27,7 +27,7 @@ for _name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE", "
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch  # noqa: E402
-from _flops import FlopCounter, flop_summary  # noqa: E402
+from _flops import FlopCounter, flop_summary, matmul_peak  # noqa: E402, F401 (matmul_peak: for bench_trl.py)
 
 # Only the light parts of lit-rlhf here (no Lightning, no Hydra): TRL's side imports this module too.
 from lit_rlhf.data.collate import PromptItem, collate_prompts  # noqa: E402

@@ -20,10 +20,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-import lightning as L  # noqa: E402
 import torch  # noqa: E402
 import torch.distributed as dist  # noqa: E402
 from hydra import compose, initialize_config_dir  # noqa: E402
+from test_resume_and_export import KillAtBatch  # noqa: E402  (tests/ is this script's folder)
 
 from lit_rlhf.config import CONFIG_DIR, register_resolvers  # noqa: E402
 from lit_rlhf.ops import distributed  # noqa: E402
@@ -113,17 +113,6 @@ def train(experiment: str, overrides: list[str], out: Path, world: int) -> tuple
     run.trainer.fit(run.module, datamodule=run.datamodule)
     after = trained_weights(run.module)
     return after, max(float((after[key] - before[key]).abs().max()) for key in after)
-
-
-class KillAtBatch(L.Callback):
-    """Simulate a killed run: every rank fails at the start of training batch `index`."""
-
-    def __init__(self, index: int):
-        self.index = index
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        if trainer.fit_loop.total_batch_idx == self.index:
-            raise RuntimeError("simulated kill")
 
 
 def killed_and_resumed_sft(out: Path, world: int) -> dict[str, torch.Tensor]:

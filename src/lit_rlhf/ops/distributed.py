@@ -85,7 +85,8 @@ def global_masked_whiten(values: Tensor, mask: Tensor, eps: float = 1e-8) -> Ten
 
 def global_mean(values: Tensor) -> Tensor:
     """The mean of every entry of `values` on every rank (a scalar)."""
-    count_and_sum = sum_over_ranks(torch.stack([torch.tensor(values.numel(), dtype=values.dtype), values.sum()]))
+    count = torch.tensor(values.numel(), dtype=values.dtype, device=values.device)
+    count_and_sum = sum_over_ranks(torch.stack([count, values.sum()]))
     return count_and_sum[1] / count_and_sum[0]
 
 

@@ -7,12 +7,20 @@ a space (or a newline, for chat templates).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass(frozen=True)
 class PromptRecord:
+    """A prompt to sample from, and every other column of its row (the reference answer, a task id, ...).
+
+    `columns` ride along with the prompt, unchanged, through the rollout to the reward functions and to
+    evaluation: strings, numbers, lists and nested dicts as the data file held them.
+    """
+
     prompt: str
+    columns: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

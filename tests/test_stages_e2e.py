@@ -175,7 +175,7 @@ def test_any_hf_causal_lm_by_path(tmp_path, tiny_gpt2, experiment, overrides):
     """`model=hf model.name_or_path=<dir>`: AutoModelForCausalLM / ForSequenceClassification on a GPT-2."""
     if experiment == "ppo_kl":
         # No trained reward model for this GPT-2: the gold reward scores, the critic starts from the policy.
-        overrides = [*overrides, "module.reward_model=null", "module.reward_fn=${data.gold_reward}"]
+        overrides = [*overrides, "reward=function", "reward.fn=lit_rlhf.task.gold_reward.GoldReward"]
         overrides.append(f"model.critic.name_or_path={tiny_gpt2}")
     run = build(compose_config(experiment, tmp_path, ["model=hf", f"model.name_or_path={tiny_gpt2}", *overrides]))
     trained = run.module.model if experiment == "rm_tiny" else run.module.policy

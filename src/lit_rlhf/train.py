@@ -21,7 +21,13 @@ from hydra.utils import instantiate  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
 from lit_rlhf.callbacks.run_length import RunLength  # noqa: E402
-from lit_rlhf.config import CONFIG_MODULE, check_compatible, loggable_config, register_resolvers  # noqa: E402
+from lit_rlhf.config import (  # noqa: E402
+    CONFIG_MODULE,
+    check_compatible,
+    check_embedded_task,
+    loggable_config,
+    register_resolvers,
+)
 from lit_rlhf.errors import UserError  # noqa: E402
 from lit_rlhf.loggers import close_loggers  # noqa: E402
 from lit_rlhf.models.loading import check_model_paths  # noqa: E402
@@ -64,15 +70,29 @@ def build(cfg: DictConfig) -> Run:
     quiet_third_party_noise()
     L.seed_everything(cfg.seed, workers=True)
     check_model_paths(cfg.module)
+    if cfg.gold_reward is not None:
+        check_model_paths(cfg.gold_reward)
     tokenizer = instantiate(cfg.model.tokenizer)
     datamodule = instantiate(cfg.data, tokenizer=tokenizer)
-    module = instantiate(cfg.module, tokenizer=tokenizer, gold_reward=datamodule.gold_reward)
+    module = instantiate(cfg.module, tokenizer=tokenizer, gold_reward=instantiate(cfg.gold_reward))
     check_compatible(module, datamodule)
     callbacks = [instantiate(node) for node in (cfg.callbacks or {}).values()]
     loggers = [instantiate(node) for node in (cfg.logger or {}).values()]
     length_overrides, run_length = run_length_settings(cfg.trainer, module, datamodule)
+    check_reward_columns(module, datamodule)
     trainer = instantiate(cfg.trainer, callbacks=[*callbacks, run_length], logger=loggers or False, **length_overrides)
     return Run(cfg, trainer, module, datamodule, loggers, run_length)
+
+
+def check_reward_columns(module, datamodule) -> None:
+    """Stop before training if a reward (or the gold reward) needs a data column the prompts do not carry."""
+    if not hasattr(datamodule, "column_names"):
+        return
+    available = datamodule.column_names()
+    for name in ("reward", "gold_reward"):
+        reward = getattr(module, name, None)
+        if reward is not None and hasattr(reward, "check_columns"):
+            reward.check_columns(available, "the prompt data")
 
 
 def run_length_settings(trainer_cfg: DictConfig, module, datamodule) -> tuple[dict, RunLength]:
@@ -162,6 +182,7 @@ def optimized_value(cfg: DictConfig, metrics: dict[str, float]) -> float | None:
 @hydra.main(version_base="1.3", config_path=CONFIG_MODULE, config_name="train")
 def main(cfg: DictConfig) -> float | None:
     try:
+        check_embedded_task(cfg, list(HydraConfig.get().overrides.task), dict(HydraConfig.get().runtime.choices))
         if "evaluate" in cfg:
             # An evaluation experiment (+experiment=bon_frontier) names what it runs; nothing is trained.
             return optimized_value(cfg, evaluate(cfg))

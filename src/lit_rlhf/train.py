@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
@@ -179,24 +180,30 @@ def optimized_value(cfg: DictConfig, metrics: dict[str, float]) -> float | None:
     return metrics[cfg.optimized_metric]
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_MODULE, config_name="train")
-def main(cfg: DictConfig) -> float | None:
+@contextlib.contextmanager
+def exit_on_user_error():
+    """Inside a Hydra main: a UserError ends the run with one line on stderr and exit code 2, not a stack
+    trace; inside a multirun it fails the job alone (Hydra records it and the sweep goes on)."""
     try:
-        check_embedded_task(cfg, list(HydraConfig.get().overrides.task), dict(HydraConfig.get().runtime.choices))
-        if "evaluate" in cfg:
-            # An evaluation experiment (+experiment=bon_frontier) names what it runs; nothing is trained.
-            return optimized_value(cfg, evaluate(cfg))
-        return optimized_value(cfg, fit(build(cfg)))
+        yield
     except Exception as error:
         user_error = find_user_error(error)
         if user_error is None:
             raise
         if HydraConfig.get().mode == RunMode.MULTIRUN:
-            # Hydra records the failed job and the sweep goes on; the sweep summary names it.
             raise user_error from None
-        # One clear line instead of a stack trace from the internals.
         print(f"error: {user_error}", file=sys.stderr)
         sys.exit(2)
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_MODULE, config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    with exit_on_user_error():
+        check_embedded_task(cfg, list(HydraConfig.get().overrides.task), dict(HydraConfig.get().runtime.choices))
+        if "evaluate" in cfg:
+            # An evaluation experiment (+experiment=bon_frontier) names what it runs; nothing is trained.
+            return optimized_value(cfg, evaluate(cfg))
+        return optimized_value(cfg, fit(build(cfg)))
 
 
 if __name__ == "__main__":

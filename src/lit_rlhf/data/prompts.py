@@ -26,7 +26,7 @@ def prompt_messages(row: dict, key: str) -> list[dict]:
 
 
 def prompt_from_row(row: dict, prompt_key: str, messages_key: str, renderer: ChatRenderer | None) -> PromptRecord:
-    """One row -> PromptRecord with every column but the prompt's as `columns`; DataError if invalid."""
+    """One row -> PromptRecord with every column but `prompt_key` as `columns`; DataError if invalid."""
     if row.get(prompt_key) is not None:
         key = prompt_key
         value = row[key]
@@ -47,7 +47,8 @@ def prompt_from_row(row: dict, prompt_key: str, messages_key: str, renderer: Cha
             f"record has neither '{prompt_key}' nor '{messages_key}' (its columns: {there}); "
             "set data.prompt_key=<column> or data.messages_key=<column>"
         )
-    return PromptRecord(prompt, {name: value for name, value in row.items() if name != key})
+    # A chat's messages stay a column (a judge may read the turns); a text prompt is the prompt itself.
+    return PromptRecord(prompt, {name: value for name, value in row.items() if name != prompt_key})
 
 
 def _render(renderer: ChatRenderer | None, messages: list[dict], key: str) -> str:

@@ -107,15 +107,16 @@ class ExactMatch(_AnswerVerifier):
 
     Args:
         column: the data column holding each prompt's reference answer.
-        pattern: a regex whose first group is the answer (its last match counts), e.g. `####\\s*(.+)`;
-            null compares the whole completion.
+        pattern: a regex whose first group is the answer (its last match counts; `.` stops at line ends),
+            e.g. `####\\s*(.+)`; null compares the whole completion.
         case_sensitive: compare letters' case too.
         weight: its weight in the mix.
     """
 
     def __init__(self, column: str, pattern: str | None, case_sensitive: bool, weight: float):
         super().__init__(column, weight)
-        self.pattern = _compile(pattern, "exact") if pattern is not None else None
+        # Without DOTALL: an answer pattern such as `####\s*(.+)` ends at the line's end.
+        self.pattern = _compile(pattern, "exact", flags=0) if pattern is not None else None
         self.case_sensitive = case_sensitive
 
     def extract(self, completion: str) -> str | None:
@@ -134,9 +135,9 @@ class ExactMatch(_AnswerVerifier):
         return float(answer is not None and answer == normalize_answer(reference, self.case_sensitive))
 
 
-def _compile(pattern: str, reward: str) -> re.Pattern:
+def _compile(pattern: str, reward: str, flags: int = re.DOTALL) -> re.Pattern:
     try:
-        return re.compile(pattern, re.DOTALL)
+        return re.compile(pattern, flags)
     except re.error as error:
         raise ConfigError(f"reward '{reward}': pattern {pattern!r} is not a valid regex ({error})") from None
 

@@ -15,7 +15,8 @@ HF_POLICY = ["model=hf", f"model.name_or_path={asset_path('tiny-sft')}"]
 
 @pytest.mark.slow
 def test_cli_ppo_on_a_causal_lm_without_a_reward_model_stops_with_one_line(tmp_path):
-    result = run_cli(tmp_path, ["+experiment=ppo_kl", *HF_POLICY])
+    # data= chosen on the command line: the embedded task's prompts, on purpose.
+    result = run_cli(tmp_path, ["+experiment=ppo_kl", *HF_POLICY, "data=task_prompts"])
     assert result.returncode == 2, result.stderr[-3000:]
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "model.reward.name_or_path is not set" in errors[0], result.stderr[-3000:]

@@ -304,7 +304,19 @@ def api_index(packages: list[str]) -> str:
         docstring = ast.get_docstring(ast.parse(init.read_text())) or ""
         summary = docstring.split("\n\n")[0].replace("\n", " ")
         lines.append(f"| [`{package}`]({package}.md) | {markdown_text(summary)} |")
-    lines += ["", "## `lit_rlhf`", "", "::: lit_rlhf", "    options:", "      show_root_heading: false", ""]
+    lines += [
+        "",
+        "## `lit_rlhf`",
+        "",
+        "The top level re-exports the four stage modules (from `lit_rlhf.modules`), `Reward` (from `lit_rlhf.rewards`)",
+        "and the errors that reach the user as one line:",
+        "",
+        "::: lit_rlhf",
+        "    options:",
+        "      show_root_heading: false",
+        "      members: [UserError, ConfigError, DataError]",
+        "",
+    ]
     return "\n".join(lines)
 
 

@@ -144,7 +144,7 @@ def key_table(config: ConfigFile) -> list[str]:
             keys.insert(after, key)
     if not keys:
         return []
-    rows = ["| key | default | |", "|---|---|---|"]
+    rows = ["| key | default | description |", "|---|---|---|"]
     for key in keys:
         full = f"{package}.{key}" if package else key
         default = code(config.values[key]) if key in config.values else ""

@@ -74,6 +74,22 @@ class Problem:
         return kind_of(self.prompt)
 
 
+def careless_answer(problem: Problem, rng: random.Random, slip_rate: float) -> str:
+    """The answer of a labeller who forgets the carry (or borrow) of the last operation's ones column.
+
+    With probability `slip_rate`, when the last operation carries (a sum) or borrows (a difference) out of
+    the ones column of a non-negative running total, the tens digit misses it: the answer is 10 too small
+    (a sum) or 10 too large (a difference), and never negative. Otherwise the answer is right.
+    """
+    *_, operator = problem.operators
+    before = Problem(problem.operands[:-1], problem.operators[:-1]).value
+    last = problem.operands[-1]
+    carries = before % 10 + last % 10 >= 10 if operator == "+" else before % 10 < last % 10
+    if before < 0 or not carries or rng.random() >= slip_rate:
+        return problem.answer
+    return str(problem.value - 10 if operator == "+" else problem.value + 10)
+
+
 def check_split(split: str) -> str:
     """Return `split` if it is a known split, else raise `ConfigError` naming the valid ones."""
     if split not in SPLITS:
@@ -120,6 +136,12 @@ def _check_share(three_number_share: float) -> float:
     return float(three_number_share)
 
 
+def _check_rate(carry_slip_rate: float) -> float:
+    if not 0.0 <= carry_slip_rate <= 1.0:
+        raise ConfigError(f"carry_slip_rate must lie in [0, 1], got {carry_slip_rate}")
+    return float(carry_slip_rate)
+
+
 def _sizes(name: str, value: Sequence[int]) -> tuple[int, int]:
     """Validate a (train, validation) size pair, as given in code or by Hydra (a ListConfig)."""
     sizes = tuple(value)
@@ -163,16 +185,19 @@ def exact_answer_match(completion: str, answer: str) -> bool:
 
 
 class ArithmeticDemonstrations:
-    """SFT records: the problem as prompt, its answer as response (the pipeline appends EOS).
+    """SFT records: the problem as prompt, a labeller's answer as response (the pipeline appends EOS).
 
     Drawn with replacement: the training split has fewer distinct two-number problems than a
     large SFT set. `three_number_share` below the prompts' share trains on a share of the task.
+    The labeller forgets a carry or borrow with probability `carry_slip_rate` (`careless_answer`;
+    0: every answer right), so a model that imitates it well still errs where a verifier can tell.
     """
 
-    def __init__(self, seed: int, num_problems: Sequence[int], three_number_share: float):
+    def __init__(self, seed: int, num_problems: Sequence[int], three_number_share: float, carry_slip_rate: float):
         self.seed = int(seed)
         self.num_problems = _sizes("num_problems", num_problems)
         self.three_number_share = _check_share(three_number_share)
+        self.carry_slip_rate = _check_rate(carry_slip_rate)
 
     def splits(self) -> list[str]:
         return list(SPLITS)
@@ -180,7 +205,8 @@ class ArithmeticDemonstrations:
     def load(self, split: str) -> list[SFTRecord]:
         n = self.num_problems[SPLITS.index(check_split(split))]
         drawn = draw_problems(self.seed, "demonstrations", split, n, self.three_number_share, unique=False)
-        return [SFTRecord(problem.prompt, problem.answer) for problem in drawn]
+        labeller = _rng(self.seed, "labeller", split)
+        return [SFTRecord(p.prompt, careless_answer(p, labeller, self.carry_slip_rate)) for p in drawn]
 
 
 class ArithmeticPrompts:

@@ -15,6 +15,11 @@ hash, about 10% validation), independent of the seed: validation problems are
 never in any seed's training data, so the shipped model's held-out problems stay
 held out when a run uses another seed. Each artefact and split has its own
 random stream, seeded by a string, as in the review task (`dataset.py`).
+
+The SFT demonstrations come from a simulated labeller who sometimes forgets a
+carry (`careless_answer`), as the review task's labellers are noisy: a model that
+imitates them is wrong where a verifier can tell, and RL on the true `answer`
+column has something to correct. Prompts always carry the true answer.
 """
 
 from __future__ import annotations

@@ -45,6 +45,18 @@ def test_sft_trains_from_scratch(tmp_path):
     assert {"train/loss", "val/loss", "val/gold_reward", "val/response_length"} <= logged_names(tmp_path)
 
 
+def test_grpo_arith_trains_against_a_verifier_and_logs_greedy_accuracy(tmp_path):
+    overrides = ["data.batch_size=4", "data.val_batch_size=16", "advantage.samples_per_prompt=4", *PPO_FAST[2:]]
+    run = build(compose_config("grpo_arith", tmp_path, overrides))
+    before = parameters_of(run.module.policy)
+    metrics = fit(run)
+    assert changed(before, run.module.policy)
+    names = logged_names(tmp_path)
+    assert {"train/reward", "train/reward/math", "val/reward/math", "val/accuracy", "val/accuracy/math"} <= names
+    assert "val/gold_reward" not in names, "the arithmetic task has no gold reward: the verifier is its truth"
+    assert optimized_value(run.cfg, metrics) == metrics["val/accuracy"]
+
+
 @pytest.mark.parametrize("experiment", ["rm_tiny", "rm_margin", "rm_ranked", "rm_nll"])
 def test_reward_model_stages(tmp_path, experiment):
     run = build(compose_config(experiment, tmp_path, ["data.batch_size=4", "data.val_batch_size=8"]))

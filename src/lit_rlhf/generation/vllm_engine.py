@@ -99,18 +99,22 @@ class VLLMEngine:
         model = policy.get_base_model() if hasattr(policy, "get_base_model") else policy
         model.config.save_pretrained(self.config_dir.name)
         with preserved_process_state():
-            self.llm = vllm.LLM(
-                model=self.config_dir.name,
-                skip_tokenizer_init=True,
-                load_format="dummy",
-                dtype=dtype,
-                kv_cache_memory_bytes=int(kv_cache_memory_bytes),
-                gpu_memory_utilization=gpu_memory_utilization,
-                enforce_eager=enforce_eager,
-                max_model_len=max_model_len,
-                enable_prefix_caching=True,
-                seed=0,
-            )
+            try:
+                self.llm = vllm.LLM(
+                    model=self.config_dir.name,
+                    skip_tokenizer_init=True,
+                    load_format="dummy",
+                    dtype=dtype,
+                    kv_cache_memory_bytes=int(kv_cache_memory_bytes),
+                    gpu_memory_utilization=gpu_memory_utilization,
+                    enforce_eager=enforce_eager,
+                    max_model_len=max_model_len,
+                    enable_prefix_caching=True,
+                    seed=0,
+                )
+            except ValueError as error:  # vLLM's checks of the settings (KV cache too small, ...)
+                settings = f"kv_cache_memory_bytes={kv_cache_memory_bytes}, max_model_len={max_model_len}"
+                raise ConfigError(f"generation=vllm cannot start with {settings}: {error}") from None
             self._load(policy)
 
     def _load(self, policy: nn.Module) -> None:

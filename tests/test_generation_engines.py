@@ -161,6 +161,8 @@ def test_a_vllm_engine_without_vllm_is_one_clear_error(monkeypatch):
 def test_bad_vllm_settings_are_one_clear_error():
     with pytest.raises(ConfigError, match="float32, bfloat16, float16"):
         VLLMEngine(tiny_policy(), [0], 1, "fp8", 1 << 20, 0.3, True, None)
+    with pytest.raises(ConfigError, match="kv_cache_memory_bytes must be > 0 or null"):
+        VLLMEngine(tiny_policy(), [0], 1, "float32", 0, 0.3, True, None)
 
 
 @pytest.mark.parametrize("choice", ["hf", "vllm"])

@@ -70,8 +70,8 @@ class VLLMEngine:
         dtype: the engine's weights and activations: float32 (log-probs match the fp32 trainer's to ~1e-5),
             bfloat16 or float16.
         kv_cache_memory_bytes: the KV cache; it must hold rows x (prompt + response) tokens of one call, or
-            vLLM runs the rows in waves.
-        gpu_memory_utilization: the share of GPU memory vLLM may take (GPU only; the KV cache size above wins).
+            vLLM runs the rows in waves. None: vLLM sizes it from `gpu_memory_utilization`.
+        gpu_memory_utilization: the share of the device's memory vLLM may take, when it sizes the KV cache.
         enforce_eager: no CUDA graphs / torch.compile of the model (fast start; compiled is faster on GPUs).
         max_model_len: the longest prompt + response; null = the model's `max_position_embeddings`.
     """
@@ -82,15 +82,15 @@ class VLLMEngine:
         stop_token_ids: Sequence[int],
         pad_token_id: int,
         dtype: str,
-        kv_cache_memory_bytes: int,
+        kv_cache_memory_bytes: int | None,
         gpu_memory_utilization: float,
         enforce_eager: bool,
         max_model_len: int | None,
     ):
         if dtype not in DTYPES:
             raise ConfigError(f"generation.dtype must be one of {', '.join(DTYPES)}, got '{dtype}'")
-        if not kv_cache_memory_bytes > 0:
-            raise ConfigError(f"generation.kv_cache_memory_bytes must be > 0, got {kv_cache_memory_bytes}")
+        if kv_cache_memory_bytes is not None and not kv_cache_memory_bytes > 0:
+            raise ConfigError(f"generation.kv_cache_memory_bytes must be > 0 or null, got {kv_cache_memory_bytes}")
         vllm = import_vllm()
         self.stop_token_ids, self.pad_token_id = list(stop_token_ids), pad_token_id
         self.device = next(policy.parameters()).device
@@ -105,7 +105,7 @@ class VLLMEngine:
                     skip_tokenizer_init=True,
                     load_format="dummy",
                     dtype=dtype,
-                    kv_cache_memory_bytes=int(kv_cache_memory_bytes),
+                    kv_cache_memory_bytes=None if kv_cache_memory_bytes is None else int(kv_cache_memory_bytes),
                     gpu_memory_utilization=gpu_memory_utilization,
                     enforce_eager=enforce_eager,
                     max_model_len=max_model_len,

@@ -19,6 +19,7 @@ from hydra.utils import instantiate
 from lit_rlhf.config import CONFIG_DIR
 from lit_rlhf.errors import ConfigError
 from lit_rlhf.generation import HFEngine, VLLMEngine, checkpoint_weights, concatenate_rollouts
+from lit_rlhf.generation.hf_engine import SampledTokenLogprobs
 from lit_rlhf.generation.process_state import preserved_process_state
 from lit_rlhf.generation.vllm_engine import padded_responses, prompt_token_lists
 from lit_rlhf.models.adapters import LoRA
@@ -80,6 +81,21 @@ def test_hf_engine_logprobs_are_the_trainers_raw_logit_logprobs(tiny, name):
     assert mask.sum() > 20 and (rollout.logprobs[mask] < 0).all()
     assert torch.equal(rollout.logprobs[~mask], torch.zeros_like(rollout.logprobs[~mask]))
     torch.testing.assert_close(rollout.logprobs, trainer_logprobs(policy, rollout.generation), atol=1e-5, rtol=0)
+
+
+def test_the_recorder_reads_each_token_at_the_step_that_sampled_it():
+    """Step t's scores score the token that appears as the last input at step t + 1; the last step's token is
+    read from the response; steps HF ran and undid (deferred stop checks) are dropped."""
+    scores = [torch.log(torch.tensor([[0.5, 0.25, 0.25]])), torch.log(torch.tensor([[0.1, 0.8, 0.1]]))]
+    scores.append(torch.log(torch.tensor([[0.2, 0.2, 0.6]])))
+    recorder = SampledTokenLogprobs()
+    prompt = torch.tensor([[2]])
+    recorder(prompt, scores[0])  # samples token 0
+    recorder(torch.tensor([[2, 0]]), scores[1])  # samples token 1
+    recorder(torch.tensor([[2, 0, 1]]), scores[2])  # samples token 2
+    expected = torch.log(torch.tensor([[0.5, 0.8, 0.6]]))
+    torch.testing.assert_close(recorder.of(torch.tensor([[0, 1, 2]])), expected)
+    torch.testing.assert_close(recorder.of(torch.tensor([[0, 1]])), expected[:, :2])  # the third step undone
 
 
 def test_chunked_rollouts_concatenate_to_the_whole_batch(tiny):

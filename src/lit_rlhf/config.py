@@ -1,5 +1,5 @@
-"""Config plumbing: where the shipped configs live, the `${asset:NAME}`, `${sweep_group:}` and `${run_name:}` resolvers,
-and checks before anything is built."""
+"""Config plumbing: where the shipped configs live, the `${asset:NAME}`, `${sweep_group:}`, `${run_name:}` and
+`${run_folder:}` resolvers, and checks before anything is built."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from lit_rlhf.errors import ConfigError
+from lit_rlhf.outputs import marker_kind
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 ASSETS_DIR = PACKAGE_DIR / "assets"
@@ -52,8 +53,27 @@ def run_name(task_name: str) -> str:
     return f"{task_name}-{hydra_cfg.job.num}" if hydra_cfg else task_name
 
 
+def run_folder(ckpt_path: str | None, default: str) -> str:
+    """`hydra.run.dir`: the run folder that holds `ckpt_path`, so a resumed run continues there; else `default`.
+
+    The run folder is the checkpoint's folder or its parent, whichever carries our run marker
+    (`lit_rlhf.outputs`); a checkpoint elsewhere (copied, or from an older lit-rlhf) starts a new folder.
+    """
+    if ckpt_path and ckpt_path != "last":
+        for folder in list(Path(ckpt_path).expanduser().resolve().parents)[:2]:
+            if marker_kind(folder) == "run":
+                return str(folder)
+    return default
+
+
 def register_resolvers() -> None:
-    for name, resolver in (("asset", asset_path), ("sweep_group", sweep_group), ("run_name", run_name)):
+    resolvers = (
+        ("asset", asset_path),
+        ("sweep_group", sweep_group),
+        ("run_name", run_name),
+        ("run_folder", run_folder),
+    )
+    for name, resolver in resolvers:
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, resolver)
 

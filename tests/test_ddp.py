@@ -34,7 +34,10 @@ def trained(tmp_path_factory):
         output, _ = run.communicate(timeout=600)
         assert run.returncode == 0, output[-3000:]
     return {
-        world: (torch.load(out / f"world{world}.pt", weights_only=True), json.loads((out / f"world{world}.json").read_text()))
+        world: (
+            torch.load(out / f"world{world}.pt", weights_only=True),
+            json.loads((out / f"world{world}.json").read_text()),
+        )
         for world in (1, 2)
     }
 

@@ -1,9 +1,11 @@
 """SIGTERM, SIGINT, SIGUSR1 during training: a checkpoint at the next step boundary, then a clean stop.
 
 `lit_rlhf.signals` records the first signal while training runs. After each training batch every rank
-takes the largest signal any rank received (so all ranks stop after the same step), the checkpoint
-callback saves `last.ckpt` unless it just did, and `signals.Interrupted` ends the fit: no validation,
-no export, and `lit_rlhf.command` exits with 128 + the signal (143, 130, 138), the run reported stopped.
+takes the largest signal any rank received (so all ranks stop after the same step), and the checkpoint
+callback saves `last.ckpt` unless it just did. Once Lightning has logged that batch's metrics,
+`signals.Interrupted` ends the fit (at the next batch, validation, epoch end or training end): no
+further step, validation or export, and `lit_rlhf.command` exits with 128 + the signal (143, 130, 138),
+the run reported stopped.
 
 On SLURM (Lightning's `SLURMEnvironment`, auto-requeue on), the requeue signal (SIGUSR1, sent by
 `#SBATCH --signal=B:USR1@90`) also requeues the job with `scontrol requeue`; the requeued job continues
@@ -54,6 +56,9 @@ def requeue_slurm_job() -> str:
 class StopOnSignal(L.Callback):
     """Turn a recorded stop signal into a checkpoint and `signals.Interrupted` at the next step boundary."""
 
+    def __init__(self):
+        self.pending: signals.Interrupted | None = None
+
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # Lightning put its own SIGTERM handler in front of ours when the fit began (it would abort a
         # validation half-way, with no checkpoint).
@@ -62,6 +67,7 @@ class StopOnSignal(L.Callback):
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         signals.defer(False)
+        self.stop_if_pending()  # last among the callbacks: the end-of-training checkpoint is written, no export
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         signals.defer(False)
@@ -84,4 +90,12 @@ class StopOnSignal(L.Callback):
             outcome = requeue_slurm_job() if trainer.is_global_zero else "requeued by rank 0"
             detail += f"; {outcome}"
         signals.defer(False)
-        raise signals.Interrupted(signum, detail)
+        self.pending = signals.Interrupted(signum, detail)
+
+    def stop_if_pending(self, *args) -> None:
+        if self.pending is not None:
+            stop, self.pending = self.pending, None
+            raise stop
+
+    # The step's metrics are logged after on_train_batch_end; the first of these hooks comes after that.
+    on_train_batch_start = on_validation_start = on_train_epoch_end = stop_if_pending

@@ -13,11 +13,15 @@ its share of that order (`lit_rlhf.data.sharding`).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import itertools
 import logging
+import os
 import random
-from typing import Callable, Sequence
+import tempfile
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
 
 import datasets
 import lightning as L
@@ -111,6 +115,29 @@ def _read(source, split: str) -> list:
         raise DataError(
             f"{file}:{line}: not UTF-8 text (byte 0x{byte:02x} at byte {column} of the line); save the file as UTF-8"
         ) from None
+
+
+@contextlib.contextmanager
+def fresh_datasets_cache(source, cache_dir: str) -> Iterator[None]:
+    """While records are read from local files, `datasets` keeps its Arrow copy in a scratch folder, removed after.
+
+    `datasets` keys its cache of a local file by the file's modification time, so a file rewritten within
+    the same time would be read back stale. Records are read only when the token tables (keyed by the
+    files' bytes) are missing, so they are read fresh then. Hub datasets keep their cache (no re-download).
+    """
+    path = getattr(source, "path", None)
+    if not (isinstance(path, str) and os.path.exists(os.path.expanduser(path))):
+        yield
+        return
+    parent = Path(os.path.expanduser(cache_dir))
+    parent.mkdir(parents=True, exist_ok=True)
+    previous = datasets.config.HF_DATASETS_CACHE
+    with tempfile.TemporaryDirectory(dir=parent, prefix=".building-records-") as scratch:
+        datasets.config.HF_DATASETS_CACHE = Path(scratch)
+        try:
+            yield
+        finally:
+            datasets.config.HF_DATASETS_CACHE = previous
 
 
 def _load_records(source, train_split: str, val_split: str | None, val_fraction: float, seed: int):
@@ -269,7 +296,8 @@ class RecordDataModule(L.LightningDataModule):
         if missing:  # a second run with the same data, tokenizer and lengths reads no records at all
 
             def load_columns() -> dict[str, dict[str, list]]:
-                train, val = _load_records(self.source, train_split, val_split, val_fraction, self.data_seed)
+                with fresh_datasets_cache(self.source, self.cache_dir):
+                    train, val = _load_records(self.source, train_split, val_split, val_fraction, self.data_seed)
                 return {"train": self.columns(train), "validation": self.columns(val)}
 
             description = f"tokenizing {self.kind}"

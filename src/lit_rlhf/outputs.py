@@ -17,6 +17,7 @@ import errno
 import fcntl
 import json
 import os
+import re
 import shutil
 import socket
 from pathlib import Path
@@ -42,6 +43,18 @@ def describe(error: OSError) -> str:
     return _REASONS.get(error.errno, error.strerror or str(error))
 
 
+def io_failure(error: BaseException) -> str | None:
+    """The reason, if `error` is a failed read or write: an OSError, or a library's error that carries one
+    (safetensors reports a full disk as "... (os error 28)"); None for anything else."""
+    if isinstance(error, OSError):
+        return describe(error)
+    code = re.search(r"\(os error (\d+)\)", str(error))
+    if code is None:
+        return None
+    number = int(code[1])
+    return describe(OSError(number, os.strerror(number)))
+
+
 def _now() -> str:
     return datetime.datetime.now().astimezone().isoformat(timespec="seconds")
 
@@ -65,12 +78,12 @@ def temporary_beside(path: Path | str, what: str) -> Iterator[Path]:
     _remove(temporary)
     try:
         yield temporary
-    except OSError as error:
+    except BaseException as error:
         _remove(temporary)
-        raise OutputError(f"cannot write {what} {path}: {describe(error)}") from error
-    except BaseException:
-        _remove(temporary)
-        raise
+        reason = io_failure(error)
+        if reason is None:
+            raise
+        raise OutputError(f"cannot write {what} {path}: {reason}") from error
 
 
 def atomic_write_bytes(path: Path | str, data: bytes) -> None:
@@ -99,7 +112,7 @@ def replace_folder_atomically(path: Path | str, write: Callable[[Path], None], k
     if path.exists():
         _require_ours(path, kind, setting)  # checked again here: the folder may have changed since the claim
     _mkdir(path.parent, kind, setting)
-    with temporary_beside(path, kind) as temporary:
+    with temporary_beside(path, f"the {kind}") as temporary:
         write(temporary)
         _write_marker(temporary, kind)
         if path.exists():

@@ -77,8 +77,12 @@ def _load_run(run_dir: Path, source: str) -> RunHistory | None:
     wandb_runs = sorted(run_dir.glob("wandb/offline-run-*")) + sorted(run_dir.glob("wandb/run-*"))
     csv_file = run_dir / "csv" / "metrics.csv"
     if source in ("auto", "wandb") and wandb_runs:
-        # A run folder holds one W&B run; should it hold more, the names sort by start time: take the latest.
-        rows = [_numeric(row) for row in read_offline_run(wandb_runs[-1]).history]
+        # A run folder holds one W&B run, in one part per resumption (the same id, later start times); should
+        # it hold other runs too, the latest run's parts are read, in order.
+        wandb_runs.sort(key=lambda folder: folder.name.split("run-", 1)[1])
+        latest_id = wandb_runs[-1].name.rsplit("-", 1)[1]
+        parts = [folder for folder in wandb_runs if folder.name.rsplit("-", 1)[1] == latest_id]
+        rows = [_numeric(row) for part in parts for row in read_offline_run(part).history]
         return RunHistory(run_dir, _overrides_of(run_dir), rows, "wandb")
     if source in ("auto", "csv") and csv_file.exists():
         return RunHistory(run_dir, _overrides_of(run_dir), read_csv_rows(csv_file), "csv")

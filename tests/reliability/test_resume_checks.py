@@ -147,3 +147,23 @@ def test_a_resumed_run_continues_its_folder_w_and_b_run_and_csv_history(tmp_path
         ("0", "1.0", ""),
         ("1", "0.5", "0.7"),
     ]
+
+
+def test_a_resumed_w_and_b_run_continues_its_id_and_reads_back_as_one_history(tmp_path, monkeypatch):
+    import wandb
+
+    from lit_rlhf.loggers import close_loggers, wandb_logger
+    from lit_rlhf.runs import load_runs
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    ids = []
+    for part, steps in enumerate(((0, 1), (2, 3))):  # the run, then its resumption in the same folder
+        logger = wandb_logger(project="p", save_dir=str(tmp_path), offline=True)
+        for step in steps:
+            logger.log_metrics({"train/loss": float(step), "trainer/global_step": step})
+        ids.append(logger.experiment.id)
+        close_loggers([logger], "success")
+        wandb.teardown()  # let the W&B service flush the file before it is read
+    assert ids[0] == ids[1] and len(list(tmp_path.glob("wandb/offline-run-*"))) == 2
+    [run] = load_runs([tmp_path], "wandb")
+    assert [row["train/loss"] for row in run.rows] == [0.0, 1.0, 2.0, 3.0]

@@ -114,7 +114,9 @@ def resolve_ckpt_path(cfg: DictConfig) -> str | None:
     """`ckpt_path`, with `last` meaning this run folder's `last.ckpt` when one exists (a requeued job), else none."""
     if cfg.ckpt_path != "last":
         return cfg.ckpt_path
-    last = Path(cfg.paths.checkpoint_dir).expanduser() / "last.ckpt"
+    callbacks = cfg.callbacks or {}
+    folder = callbacks.checkpoint.dirpath if "checkpoint" in callbacks else cfg.paths.checkpoint_dir
+    last = Path(folder).expanduser() / "last.ckpt"
     if last.exists():
         log.info("ckpt_path=last: continuing from %s", last)
         return str(last)

@@ -87,7 +87,12 @@ RANGES: list[tuple[str, Range]] = [
     ("trainer.log_every_n_steps", COUNT),
     ("trainer.num_nodes", COUNT),
     ("trainer.gradient_clip_val", Range(0, nullable=True)),
+    ("trainer.limit_*_batches", Range(0, nullable=True)),  # a count, or a fraction of the loader
+    ("trainer.val_check_interval", Range(0, open_low=True, nullable=True)),
+    ("trainer.check_val_every_n_epoch", Range(1, integer=True, nullable=True)),
+    ("trainer.num_sanity_val_steps", Range(-1, integer=True)),
     ("module.*micro_batch_size", Range(1, integer=True, nullable=True)),
+    ("module.padding_free_row_length", Range(1, integer=True, nullable=True)),
     ("module.ppo_epochs", COUNT),
     ("module.num_minibatches", COUNT),
     ("module.value_clip_eps", POSITIVE),
@@ -100,6 +105,8 @@ RANGES: list[tuple[str, Range]] = [
     ("module.log_samples_every_n_steps", Range(0, integer=True)),
     ("module.centering_coef", NON_NEGATIVE),
     ("loss.dpo.beta", POSITIVE),
+    ("loss.dpo.weights.*", NON_NEGATIVE),
+    ("loss.reward.scale", POSITIVE),
     ("*.label_smoothing", Range(0, 0.5, open_high=True)),
     ("regularizer.kl.coef", NON_NEGATIVE),
     ("regularizer.kl.estimator.clamp", Range(0, open_low=True, nullable=True)),
@@ -109,9 +116,16 @@ RANGES: list[tuple[str, Range]] = [
     ("advantage.gamma", PROBABILITY),
     ("advantage.lam", PROBABILITY),
     ("advantage.samples_per_prompt", COUNT),
+    ("advantage.eps", POSITIVE),
+    ("adapter.r", COUNT),
+    ("adapter.alpha", POSITIVE),
+    ("adapter.dropout", Range(0, 1, open_high=True)),
     ("trust_region.clip.eps_low", Range(0, 1, open_low=True, open_high=True)),
     ("trust_region.clip.eps_high", POSITIVE),
     ("trust_region.clip.dual_clip", Range(1, open_low=True, nullable=True)),
+    ("trust_region.kl_penalty.*", POSITIVE),
+    ("evaluate.samples_per_pass", COUNT),
+    ("evaluate.num_prompts", Range(1, integer=True, nullable=True)),
     ("callbacks.checkpoint.every_n_batches", COUNT),
 ]
 
@@ -123,8 +137,8 @@ def _settings(cfg: DictConfig) -> dict[str, object]:
     def walk(node, prefix: str) -> None:
         for key in node.keys():
             path = f"{prefix}.{key}" if prefix else str(key)
-            if OmegaConf.is_interpolation(node, key) or OmegaConf.is_missing(node, key):
-                continue
+            if str(key).startswith("_") or OmegaConf.is_interpolation(node, key) or OmegaConf.is_missing(node, key):
+                continue  # Hydra's _target_/_partial_; values set elsewhere; values not set
             value = node[key]
             if isinstance(value, DictConfig):
                 walk(value, path)

@@ -13,15 +13,11 @@ its share of that order (`lit_rlhf.data.sharding`).
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import itertools
 import logging
-import os
 import random
-import tempfile
-from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Sequence
 
 import datasets
 import lightning as L
@@ -41,7 +37,7 @@ from lit_rlhf.data.collate import (
     collate_sft,
     collate_sft_window,
 )
-from lit_rlhf.data.encoding import first_non_utf8
+from lit_rlhf.data.record_checks import fresh_datasets_cache, read_records, suspect_row_counts
 from lit_rlhf.data.records import PreferenceRecord, RankedRecord, SFTRecord
 from lit_rlhf.data.sharding import ShardedShuffle, evaluation_shard
 from lit_rlhf.data.tokenization import check_lengths, report_truncation
@@ -102,48 +98,10 @@ def load_train_val(
     return _load_records(source, train_split, val_split, val_fraction, seed)
 
 
-def _read(source, split: str) -> list:
-    """`source.load(split)`, with text that is not UTF-8 named by file, line and byte."""
-    try:
-        return source.load(split)
-    except UnicodeDecodeError as error:
-        path = getattr(source, "path", None)
-        place = first_non_utf8(path) if isinstance(path, str) else None
-        if place is None:
-            raise DataError(f"the '{split}' data is not UTF-8 text ({error}); save it as UTF-8") from None
-        file, line, column, byte = place
-        raise DataError(
-            f"{file}:{line}: not UTF-8 text (byte 0x{byte:02x} at byte {column} of the line); save the file as UTF-8"
-        ) from None
-
-
-@contextlib.contextmanager
-def fresh_datasets_cache(source, cache_dir: str) -> Iterator[None]:
-    """While records are read from local files, `datasets` keeps its Arrow copy in a scratch folder, removed after.
-
-    `datasets` keys its cache of a local file by the file's modification time, so a file rewritten within
-    the same time would be read back stale. Records are read only when the token tables (keyed by the
-    files' bytes) are missing, so they are read fresh then. Hub datasets keep their cache (no re-download).
-    """
-    path = getattr(source, "path", None)
-    if not (isinstance(path, str) and os.path.exists(os.path.expanduser(path))):
-        yield
-        return
-    parent = Path(os.path.expanduser(cache_dir))
-    parent.mkdir(parents=True, exist_ok=True)
-    previous = datasets.config.HF_DATASETS_CACHE
-    with tempfile.TemporaryDirectory(dir=parent, prefix=".building-records-") as scratch:
-        datasets.config.HF_DATASETS_CACHE = Path(scratch)
-        try:
-            yield
-        finally:
-            datasets.config.HF_DATASETS_CACHE = previous
-
-
 def _load_records(source, train_split: str, val_split: str | None, val_fraction: float, seed: int):
-    train = _read(source, train_split)
+    train = read_records(source, train_split)
     if val_split is not None:
-        val = _read(source, val_split)
+        val = read_records(source, val_split)
         _require_records(train, f"the '{train_split}' split has no records")
         _require_records(val, f"the '{val_split}' validation split has no records")
         return train, val
@@ -191,25 +149,6 @@ def data_parallel_place(datamodule: L.LightningDataModule) -> tuple[int, int]:
 def _require_records(records: list, problem: str) -> None:
     if not records:
         raise DataError(problem)
-
-
-def row_keys(table) -> list[tuple]:
-    """One hashable key per row of a tokenized table: its prompt and, where the table has them, its responses."""
-    columns = [table.data.column(name).to_pylist() for name in ("prompt", "responses") if name in table.column_names]
-    return [tuple(tuple(value) if isinstance(value, list) else value for value in row) for row in zip(*columns)]
-
-
-def suspect_row_counts(train_table, val_table) -> dict[str, int]:
-    """Rows whose completions repeat one another (a pair whose chosen equals its rejected: nothing to learn),
-    and validation rows that also appear in training (a validation that flatters)."""
-    counts = {}
-    if "responses" in train_table.column_names:
-        for split, table in (("training", train_table), ("validation", val_table)):
-            responses = table.data.column("responses").to_pylist()
-            counts[f"{split} rows whose completions are identical"] = sum(len(set(row)) < len(row) for row in responses)
-    train = set(row_keys(train_table))
-    counts["validation rows also in the training split"] = sum(key in train for key in row_keys(val_table))
-    return counts
 
 
 def as_prompt_response(record) -> tuple[str, str]:

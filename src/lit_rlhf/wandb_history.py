@@ -33,6 +33,7 @@ class OfflineRun:
     group: str = ""
     config: dict = field(default_factory=dict)
     history: list[dict] = field(default_factory=list)
+    exit_code: int | None = None  # how the run ended (0: finished); None while it runs or if it was killed
 
 
 def record_payloads(path: Path) -> Iterator[bytes]:
@@ -87,4 +88,6 @@ def read_offline_run(path: Path) -> OfflineRun:
             run.config.update(_items(record.config.update))
         elif kind == "history":
             run.history.append(_items(record.history.item))
+        elif kind == "exit":
+            run.exit_code = record.exit.exit_code
     return run

@@ -116,3 +116,21 @@ def test_slurm_requeue_signal_checkpoints_requeues_and_the_requeued_job_continue
     assert requeued.ckpt_path == str(run_dir / "checkpoints" / "last.ckpt")
     fit(requeued)
     assert requeued.trainer.fit_loop.epoch_loop.batch_progress.total.processed == 3
+
+
+def test_w_and_b_records_a_signalled_run_as_failed_with_its_exit_code(tmp_path, monkeypatch):
+    import wandb
+
+    from lit_rlhf.loggers import close_loggers, wandb_logger
+    from lit_rlhf.wandb_history import read_offline_run
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    codes = {}
+    for status, exit_code in (("success", None), ("failed", 128 + signal.SIGTERM)):  # as fit() closes them
+        logger = wandb_logger(project="p", save_dir=str(tmp_path / status), offline=True)
+        logger.log_metrics({"train/loss": 1.0})
+        close_loggers([logger], status, exit_code)
+        wandb.teardown()
+        [run] = (tmp_path / status).glob("wandb/offline-run-*")
+        codes[status] = read_offline_run(run).exit_code
+    assert codes == {"success": 0, "failed": 143}

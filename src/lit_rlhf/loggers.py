@@ -17,6 +17,8 @@ from lightning.pytorch.loggers import CSVLogger, WandbLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.loggers.logger import rank_zero_experiment
 
+from lit_rlhf.wandb_history import run_folders
+
 log = logging.getLogger("lit_rlhf")
 
 
@@ -53,9 +55,8 @@ def wandb_logger(
 
 def previous_wandb_run_id(save_dir: str) -> str | None:
     """The id of the W&B run an earlier part of this run left in `save_dir` (`wandb/[offline-]run-<time>-<id>`)."""
-    folders = sorted(Path(save_dir).glob("wandb/*run-*-*"), key=lambda folder: folder.name.split("run-", 1)[1])
-    folders = [folder for folder in folders if folder.is_dir()]
-    return folders[-1].name.rsplit("-", 1)[1] if folders else None
+    parts = run_folders(Path(save_dir) / "wandb")
+    return parts[-1][1] if parts else None
 
 
 class _AppendingWriter(ExperimentWriter):

@@ -134,6 +134,7 @@ def test_a_resumed_run_continues_its_folder_w_and_b_run_and_csv_history(tmp_path
 
     (run_dir / "wandb" / "offline-run-20261201_101010-abc123").mkdir(parents=True)
     (run_dir / "wandb" / "offline-run-20261202_090000-abc123").mkdir()
+    (run_dir / "wandb" / "offline-run-20261202_090000-abc123-1").mkdir()  # W&B's name for a second start that second
     assert previous_wandb_run_id(str(run_dir)) == "abc123"
     assert previous_wandb_run_id(str(tmp_path / "elsewhere")) is None
 

@@ -46,6 +46,12 @@ def compose_config(experiment: str | None, output_dir: Path, overrides: list[str
         return compose("train", overrides=[*chosen, *FAST, f"paths.output_dir={output_dir}", *overrides])
 
 
+def compose_named(config_name: str, output_dir: Path, overrides: list[str] = ()) -> DictConfig:
+    """Another command's config (`evaluate`, `generate`), writing under `output_dir`."""
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        return compose(config_name, overrides=[f"paths.output_dir={output_dir}", *overrides])
+
+
 # FAST for the command line: `+key` where the key is new, small batches.
 CLI_FAST = [arg for arg in FAST if not arg.startswith("~")] + [
     "~callbacks.progress_bar",

@@ -214,15 +214,15 @@ def test_cli_bad_data_prints_one_error_line(tmp_path, problem):
 # ----------------------------------------------------------------------------- non-finite values
 
 PPO_TEXT_REWARD = [
-    "module.reward_model=null",
-    "module.reward_fn=${data.gold_reward}",
+    "reward=function",
+    "reward.fn=lit_rlhf.task.gold_reward.GoldReward",
     "data.batch_size=4",
     "data.val_batch_size=4",
     "module.sampling.max_new_tokens=8",
 ]
 
 
-def nan_reward(prompts, responses) -> torch.Tensor:
+def nan_reward(prompts, responses, **columns) -> torch.Tensor:
     return torch.full((len(responses),), math.nan)
 
 
@@ -239,8 +239,8 @@ def train_metrics(output_dir: Path) -> list[float]:
 
 def build_ppo_with_nan_reward(tmp_path, overrides=()):
     run = build(compose_config("ppo_kl", tmp_path, [*PPO_TEXT_REWARD, *overrides]))
-    assert run.module.reward_model is None and run.module.reward_fn is not None
-    run.module.reward_fn = nan_reward
+    assert run.module.reward.names == ["function"]
+    run.module.reward.components["function"].fn = nan_reward
     return run
 
 

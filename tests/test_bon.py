@@ -9,6 +9,7 @@ import torch
 from conftest import CLI_FAST, cli, compose_config, read_metrics
 from hydra.utils import instantiate
 
+from lit_rlhf.errors import ConfigError
 from lit_rlhf.overoptimization.bon import bon_kl, evaluate
 
 SMALL = ["evaluate.ns=[1,2,4]", "evaluate.samples_per_pass=2", "evaluate.num_prompts=3"]
@@ -39,6 +40,28 @@ def test_bon_sampling_is_seeded(tmp_path):
     assert first[0].shape == (3, 4)
     torch.testing.assert_close(first, again)
     assert first[0].std(1).min() > 0, "the samples of a prompt must differ"
+
+
+def test_bon_frontier_on_data_without_a_gold_reward_stops_with_one_clear_error(tmp_path):
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("".join(f'{{"prompt": "Review of Film {i}:"}}\n' for i in range(8)))
+    cfg = compose_config("bon_frontier", tmp_path, [*SMALL, "data=prompts", f"data.path={prompts}"])
+    with pytest.raises(ConfigError, match="set one with gold_reward=function gold_reward.fn="):
+        evaluate(cfg)
+
+
+def gold_of_length(prompts, completions, **columns):
+    """A stand-in "true" reward for a user's data."""
+    return [float(len(completion)) for completion in completions]
+
+
+def test_bon_frontier_on_a_users_data_takes_a_gold_reward_function(tmp_path):
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("".join(f'{{"prompt": "Review of Film {i}, the music:"}}\n' for i in range(8)))
+    overrides = [*SMALL, "data=prompts", f"data.path={prompts}", "gold_reward=function"]
+    cfg = compose_config("bon_frontier", tmp_path, [*overrides, "gold_reward.fn=test_bon.gold_of_length"])
+    metrics = evaluate(cfg)
+    assert metrics["bon/gold_reward"] > 0  # the mean completion length of the proxy's picks
 
 
 @pytest.mark.slow

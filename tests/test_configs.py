@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import test_arith_task
 import test_bon
 import test_stages_e2e
 import yaml
@@ -57,8 +58,8 @@ def test_a_multirun_over_a_glob_of_experiments(tmp_path):
 
 
 def test_every_experiment_has_an_end_to_end_run():
-    # Training stages in test_stages_e2e; the best-of-n evaluation (no training) in test_bon.
-    source = Path(test_stages_e2e.__file__).read_text() + Path(test_bon.__file__).read_text()
+    # Training stages in test_stages_e2e (sft_arith in test_arith_task); best-of-n (no training) in test_bon.
+    source = "".join(Path(module.__file__).read_text() for module in (test_stages_e2e, test_bon, test_arith_task))
     missing = [name for name in EXPERIMENTS if f'"{name}"' not in source]
     assert not missing, f"experiments without a fast end-to-end test: {missing}"
 

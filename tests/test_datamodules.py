@@ -122,7 +122,13 @@ def test_encode_prompts_refuses_a_limit_below_one(max_prompt_length):
 
 # The loader settings every datamodule takes, and a prompt datamodule without a pretraining corpus.
 LOADING = {"num_workers": 0, "cache_dir": os.environ["LIT_RLHF_CACHE"], "num_proc": 1}
-NO_CORPUS = {"pretrain_source": None, "pretrain_batch_size": 16, "pretrain_max_length": 64, **LOADING}
+NO_CORPUS = {
+    "pretrain_source": None,
+    "mix_pretraining": False,
+    "pretrain_batch_size": 16,
+    "pretrain_max_length": 64,
+    **LOADING,
+}
 
 
 @pytest.mark.parametrize("key, value", [("batch_size", 0), ("batch_size", -1), ("val_batch_size", 0)])
@@ -439,6 +445,7 @@ def embedded_prompts_with_corpus(tokenizer) -> PromptDataModule:
         seed=0,
         data_seed=0,
         pretrain_source=EmbeddedPretrainCorpus(seed=0),
+        mix_pretraining=True,
         pretrain_batch_size=4,
         pretrain_max_length=32,
         **LOADING,

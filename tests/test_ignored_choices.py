@@ -301,7 +301,8 @@ def test_remax_baseline_is_the_greedy_response_score(tmp_path, monkeypatch):
     experience, metrics, prompts, _ = module.rollout(batch.prompts)
     assert sorted(temperatures) == [0.0, 1.0]
     greedy_texts = ppo_module.decode_responses(module.tokenizer, greedy)
-    greedy_scores = module.with_missing_eos_penalty(module.score(greedy, prompts, greedy_texts), greedy)
+    greedy_samples = module.completions(greedy, prompts, greedy_texts, {})
+    greedy_scores = module.with_missing_eos_penalty(module.score(greedy_samples, update=False).total, greedy)
     per_token_kl = module.kl.measure(
         experience.old_logprobs, experience.ref_logprobs, experience.response_mask, None, None
     )

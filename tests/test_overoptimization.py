@@ -13,9 +13,9 @@ import pytest
 import torch
 
 from lit_rlhf.overoptimization.bon import best_of_first_n, bon_kl, expected_best_of_n
-from lit_rlhf.overoptimization.ensemble import RewardEnsemble, aggregate_rewards
 from lit_rlhf.overoptimization.figure import gao_fits, seed_groups
 from lit_rlhf.overoptimization.fits import fit_gao, gao_curve
+from lit_rlhf.rewards import Completions, RewardEnsemble, aggregate_rewards
 from lit_rlhf.runs import RunHistory
 from lit_rlhf.sweep import seed_group_table
 
@@ -121,7 +121,7 @@ class _ConstantHead(torch.nn.Module):
 
 @pytest.mark.parametrize(("aggregation", "expected"), [("mean", 2.0), ("min", 1.0), ("uncertainty_weighted", 1.0)])
 def test_an_ensemble_scores_each_member_and_aggregates(aggregation, expected, monkeypatch):
-    import lit_rlhf.overoptimization.ensemble as ensemble
+    import lit_rlhf.rewards.model as ensemble
 
     # The last real token of both rows is id 0, so the members score 1, 2, 3 (std sqrt(2/3)).
     monkeypatch.setattr(ensemble, "last_token_rewards", lambda model, ids, mask: model(ids).logits[:, -1, 0])
@@ -140,15 +140,16 @@ def test_ppo_scores_with_an_ensemble_of_reward_models(tmp_path):
     from lit_rlhf.train import build
 
     members = "model.reward.names_or_paths=[${asset:tiny-rm},${asset:tiny-sft}]"
-    cfg = compose_config("ppo_kl", tmp_path, ["model=tiny_ensemble", members, "module.reward_aggregation=min"])
-    module = build(cfg).module
-    assert isinstance(module.reward_model, RewardEnsemble) and len(module.reward_model.members) == 2
+    aggregation = "reward.components.model.aggregation=min"
+    module = build(compose_config("ppo_kl", tmp_path, ["model=tiny_ensemble", members, aggregation])).module
+    ensemble = module.reward.components["model"].model
+    assert isinstance(ensemble, RewardEnsemble) and len(ensemble.members) == 2
     ids = torch.randint(5, 100, (4, 12))
     mask = torch.ones_like(ids)
-    each = torch.stack([last_token_rewards(m, ids, mask) for m in module.reward_model.members])
+    each = torch.stack([last_token_rewards(m, ids, mask) for m in ensemble.members])
     assert not torch.allclose(each[0], each[1])
-    generation = type("G", (), {"sequences": ids, "attention_mask": mask})()
-    torch.testing.assert_close(module.score(generation, [], []), each.min(0).values)
+    samples = Completions(["p"] * 4, ["r"] * 4, sequences=ids, attention_mask=mask)
+    torch.testing.assert_close(module.score(samples, update=False).total, each.min(0).values)
 
 
 # ----------------------------------------------------------- seeds and figure
@@ -236,7 +237,8 @@ def test_ppo_trains_against_an_uncertainty_weighted_ensemble(tmp_path):
     from conftest import CLI_FAST, cli
 
     members = "model.reward.names_or_paths=[${asset:tiny-rm},${asset:tiny-rm}]"
-    args = ["+experiment=ppo_nokl", "model=tiny_ensemble", members, "module.reward_aggregation=uncertainty_weighted"]
+    aggregation = "reward.components.model.aggregation=uncertainty_weighted"
+    args = ["+experiment=ppo_nokl", "model=tiny_ensemble", members, aggregation]
     result = cli([*args, *CLI_FAST], cwd=tmp_path, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert list(tmp_path.glob("outputs/ppo_nokl/runs/*/export/config.json"))

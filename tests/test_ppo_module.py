@@ -91,7 +91,7 @@ def test_score_is_read_at_the_last_real_token_with_the_missing_eos_penalty(ppo, 
         # Score the row alone, with no padding at all.
         real = experience.attention_mask[row].bool()
         ids = experience.sequences[row][real].unsqueeze(0)
-        alone = last_token_rewards(ppo.reward_model, ids, torch.ones_like(ids))
+        alone = last_token_rewards(ppo.reward.components["model"].model, ids, torch.ones_like(ids))
         penalty = 0.0 if has_eos else 1.5
         torch.testing.assert_close(experience.scores[row], alone[0] - penalty, rtol=1e-4, atol=1e-4)
     # reward_total = score - beta * sum_t KL_t (k1, in the reward).

@@ -49,5 +49,5 @@ def test_frozen_models_are_held_in_the_configured_dtype(tmp_path, dtype):
     module = build(compose_config("ppo_kl", tmp_path, [f"model.frozen_dtype={dtype}"])).module
     expected = getattr(torch, dtype)
     assert {p.dtype for p in module.reference.copy.parameters()} == {expected}
-    assert {p.dtype for p in module.reward_model.parameters()} == {expected}
+    assert {p.dtype for p in module.reward.components["model"].model.parameters()} == {expected}
     assert {p.dtype for p in module.policy.parameters()} == {torch.float32}, "the trained models stay float32"

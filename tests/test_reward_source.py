@@ -15,11 +15,12 @@ HF_POLICY = ["model=hf", f"model.name_or_path={asset_path('tiny-sft')}"]
 
 @pytest.mark.slow
 def test_cli_ppo_on_a_causal_lm_without_a_reward_model_stops_with_one_line(tmp_path):
-    result = run_cli(tmp_path, ["+experiment=ppo_kl", *HF_POLICY])
+    # data= chosen on the command line: the embedded task's prompts, on purpose.
+    result = run_cli(tmp_path, ["+experiment=ppo_kl", *HF_POLICY, "data=task_prompts"])
     assert result.returncode == 2, result.stderr[-3000:]
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "model.reward.name_or_path is not set" in errors[0], result.stderr[-3000:]
-    assert "random reward" in errors[0] and "module.reward_fn" in errors[0]
+    assert "random reward" in errors[0] and "reward=function" in errors[0]
     assert "Traceback" not in result.stderr
 
 
@@ -41,5 +42,5 @@ def test_a_reward_model_with_a_new_head_is_refused(tmp_path):
 
 
 def test_critic_free_ppo_with_a_programmatic_reward_needs_no_reward_model(tmp_path):
-    overrides = [*HF_POLICY, "module.reward_model=null", "module.reward_fn=${data.gold_reward}"]
-    assert build(compose_config("grpo", tmp_path, overrides)).module.reward_model is None
+    overrides = [*HF_POLICY, "data=task_prompts", "reward=function", "reward.fn=lit_rlhf.task.gold_reward.GoldReward"]
+    assert build(compose_config("grpo", tmp_path, overrides)).module.reward.names == ["function"]

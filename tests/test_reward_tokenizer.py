@@ -30,7 +30,8 @@ def test_a_reward_model_with_another_tokenizer_scores_the_retokenized_texts(tmp_
     model, rm_tokenizer = reward_model_with_its_own_tokenizer(tmp_path / "rm")
     run = build(compose_config("ppo_kl", tmp_path / "run", [*FAST_PPO, f"model.reward.name_or_path={tmp_path / 'rm'}"]))
     module = run.module
-    assert module.reward_tokenizer is not None and len(module.reward_tokenizer) == 400 != len(module.tokenizer)
+    own = module.reward.components["model"].own_tokenizer
+    assert own is not None and len(own) == 400 != len(module.tokenizer)
 
     policy_tokenizer = module.tokenizer
     prompts = ["review of x, about the plot:", "review of y:"]
@@ -41,7 +42,7 @@ def test_a_reward_model_with_another_tokenizer_scores_the_retokenized_texts(tmp_
     response = torch.tensor([[40, 41, 42, 43], [50, 51, policy_tokenizer.eos_token_id, 0]])
     generation = generation_of(prompt_ids, prompt_mask, response, [policy_tokenizer.eos_token_id])
     responses = decode_responses(policy_tokenizer, generation)
-    scores = module.score(generation, prompts, responses)
+    scores = module.score(module.completions(generation, prompts, responses, {}), update=False).total
 
     # Each text scored alone (no padding) by the reward model on its own tokenizer's ids.
     expected = []
@@ -56,4 +57,4 @@ def test_a_reward_model_with_another_tokenizer_scores_the_retokenized_texts(tmp_
 
 
 def test_a_reward_model_sharing_the_policy_tokenizer_reads_its_ids(tmp_path):
-    assert build(compose_config("ppo_kl", tmp_path, FAST_PPO)).module.reward_tokenizer is None
+    assert build(compose_config("ppo_kl", tmp_path, FAST_PPO)).module.reward.components["model"].own_tokenizer is None

@@ -45,6 +45,18 @@ def test_sft_trains_from_scratch(tmp_path):
     assert {"train/loss", "val/loss", "val/gold_reward", "val/response_length"} <= logged_names(tmp_path)
 
 
+def test_grpo_arith_trains_against_a_verifier_and_logs_greedy_accuracy(tmp_path):
+    overrides = ["data.batch_size=4", "data.val_batch_size=16", "advantage.samples_per_prompt=4", *PPO_FAST[2:]]
+    run = build(compose_config("grpo_arith", tmp_path, overrides))
+    before = parameters_of(run.module.policy)
+    metrics = fit(run)
+    assert changed(before, run.module.policy)
+    names = logged_names(tmp_path)
+    assert {"train/reward", "train/reward/math", "val/reward/math", "val/accuracy", "val/accuracy/math"} <= names
+    assert "val/gold_reward" not in names, "the arithmetic task has no gold reward: the verifier is its truth"
+    assert optimized_value(run.cfg, metrics) == metrics["val/accuracy"]
+
+
 @pytest.mark.parametrize("experiment", ["rm_tiny", "rm_margin", "rm_ranked", "rm_nll"])
 def test_reward_model_stages(tmp_path, experiment):
     run = build(compose_config(experiment, tmp_path, ["data.batch_size=4", "data.val_batch_size=8"]))
@@ -166,19 +178,23 @@ def tiny_gpt2(tmp_path_factory):
 @pytest.mark.parametrize(
     "experiment, overrides",
     [
-        ("rm_tiny", ["data.batch_size=4", "data.val_batch_size=8", "module.centering_coef=0.01"]),
+        ("sft", ["data.batch_size=4", "data.val_batch_size=8", "module.val_sample_batches=0"]),
+        ("rm", ["data.batch_size=4", "data.val_batch_size=8", "module.centering_coef=0.01"]),
         ("dpo", ["data.batch_size=4", "data.val_batch_size=8", "module.sampling.max_new_tokens=8"]),
         ("ppo_kl", PPO_FAST),
     ],
 )
-def test_any_hf_causal_lm_by_path(tmp_path, tiny_gpt2, experiment, overrides):
-    """`model=hf model.name_or_path=<dir>`: AutoModelForCausalLM / ForSequenceClassification on a GPT-2."""
+def test_the_presets_train_any_hf_causal_lm_by_path(tmp_path, tiny_gpt2, experiment, overrides):
+    """`+experiment=sft|rm|dpo|ppo_kl model=hf model.name_or_path=<dir>`: AutoModelForCausalLM /
+    ForSequenceClassification on a GPT-2, with the learning rates of model=hf."""
     if experiment == "ppo_kl":
-        # No trained reward model for this GPT-2: the gold reward scores, the critic starts from the policy.
-        overrides = [*overrides, "module.reward_model=null", "module.reward_fn=${data.gold_reward}"]
-        overrides.append(f"model.critic.name_or_path={tiny_gpt2}")
+        # No trained reward model for this GPT-2: the gold reward scores; the critic starts from the policy.
+        overrides = [*overrides, "reward=function", "reward.fn=lit_rlhf.task.gold_reward.GoldReward"]
     run = build(compose_config(experiment, tmp_path, ["model=hf", f"model.name_or_path={tiny_gpt2}", *overrides]))
-    trained = run.module.model if experiment == "rm_tiny" else run.module.policy
+    if experiment == "ppo_kl":
+        assert run.cfg.model.critic.name_or_path == str(tiny_gpt2), "no reward model: the critic is the policy's"
+    assert run.cfg.optimized_metric != "val/gold_reward" or run.cfg.gold_reward is not None
+    trained = run.module.model if experiment == "rm" else run.module.policy
     assert type(trained).__name__.startswith("GPT2")
     before = parameters_of(trained)
     fit(run)

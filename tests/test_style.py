@@ -29,6 +29,7 @@ ALLOWED_IMPORTS = {
     "losses": {"losses", "ops", "errors"},
     "regularizers": {"regularizers", "ops", "data", "errors"},
     "rl": {"rl", "losses", "ops", "errors"},
+    "generation": {"generation", "ops", "errors"},
 }
 
 

@@ -15,12 +15,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
 import sys
 from pathlib import Path
-from typing import Callable, TypeVar
+from typing import Callable, Iterator, TypeVar
 
 import torch
 from hydra.core.hydra_config import HydraConfig
@@ -86,6 +87,22 @@ def missing_value_error(error: Exception) -> ConfigError:
         choice = HydraConfig.get().runtime.choices.get(group)
     needed_by = f" ({group}={choice} needs it)" if choice else ""
     return ConfigError(f"{key} is not set{needed_by}; set it on the command line with {key}=<value>")
+
+
+@contextlib.contextmanager
+def exit_on_user_error() -> Iterator[None]:
+    """Only the one-line errors of `run_command` (no run folder, signals or status): a UserError or an unset
+    `???` value ends the process with one line and exit code 2; inside a multirun it fails the job alone."""
+    try:
+        yield
+    except Exception as error:
+        user_error = find_user_error(error)
+        if user_error is None:
+            raise
+        if HydraConfig.get().mode == RunMode.MULTIRUN:
+            raise user_error from None
+        print(f"error: {user_error}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
 
 
 def claim_run_folder(run_dir: Path) -> Path:

@@ -1,5 +1,6 @@
-"""Config plumbing: where the shipped configs live, the `${asset:NAME}`, `${sweep_group:}`, `${run_name:}` and
-`${run_folder:}` resolvers, and checks before anything is built."""
+"""Config plumbing: where the shipped configs live, the resolvers (`${asset:NAME}`, `${sweep_group:}`,
+`${run_name:}`, `${first_set:A,B}`, `${if_gold:A,B}`, `${if_verifier:A,B}`, `${run_folder:}`), and checks before
+anything is built."""
 
 from __future__ import annotations
 
@@ -66,16 +67,62 @@ def run_folder(ckpt_path: str | None, default: str) -> str:
     return default
 
 
+def first_set(*values):
+    """The first value that is not null (e.g. a critic starts from the reward model, else from the policy)."""
+    return next((value for value in values if value is not None), None)
+
+
+def if_gold(when_gold, otherwise, *, _root_: DictConfig):
+    """`when_gold` if the run has a gold reward (an embedded task's, or gold_reward=...), else `otherwise`:
+    a preset's optimized_metric follows what the run can measure."""
+    return when_gold if OmegaConf.select(_root_, "gold_reward", default=None) is not None else otherwise
+
+
+def if_verifier(when_verifier, otherwise, *, _root_: DictConfig):
+    """`when_verifier` if the run's reward has a verifier component (reward=math, exact, ...), else `otherwise`."""
+    from hydra.utils import get_class
+
+    components = OmegaConf.select(_root_, "reward.components", default=None) or {}
+    targets = [component.get("_target_") for component in components.values() if isinstance(component, DictConfig)]
+    return when_verifier if any(getattr(get_class(t), "verifier", False) for t in targets if t) else otherwise
+
+
 def register_resolvers() -> None:
     resolvers = (
         ("asset", asset_path),
         ("sweep_group", sweep_group),
         ("run_name", run_name),
         ("run_folder", run_folder),
+        ("first_set", first_set),
+        ("if_gold", if_gold),
+        ("if_verifier", if_verifier),
     )
     for name, resolver in resolvers:
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, resolver)
+
+
+# The data choice to name for each kind of batch a user's model trains on.
+USER_DATA = "data=prompts data.path=FILE (PPO, RLOO, GRPO), data=sft (SFT) or data=jsonl (reward models, DPO)"
+
+
+def check_embedded_task(cfg: DictConfig, overrides: list[str], choices: dict) -> None:
+    """Refuse an embedded task's data with a model that is not that task's, unless chosen on the command line.
+
+    An experiment's default data is the embedded task's; with model=hf it would silently train a user's
+    model on the task's prompts and log the task's gold reward for it.
+    """
+    data_task = OmegaConf.select(cfg, "data.embedded_task", default=None)
+    if data_task is None or data_task == OmegaConf.select(cfg, "model.embedded_task", default=None):
+        return
+    if any(override.split("=", 1)[0].lstrip("+~") == "data" for override in overrides):
+        return  # the user chose the task's data on the command line
+    model, data = choices.get("model", "?"), choices.get("data", "?")
+    raise ConfigError(
+        f"model={model} is not the embedded {data_task} task's model, but data={data} (the experiment's default) "
+        f"is that task's data: give your own with {USER_DATA}; or choose data={data} on the command line to "
+        "train on the embedded task anyway"
+    )
 
 
 def check_compatible(module, datamodule) -> None:

@@ -16,6 +16,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import hydra  # noqa: E402
 import lightning as L  # noqa: E402
+from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from hydra.utils import instantiate  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
@@ -24,8 +25,14 @@ from lit_rlhf.callbacks.finite_guard import NonFiniteGuard  # noqa: E402
 from lit_rlhf.callbacks.run_length import RunLength  # noqa: E402
 from lit_rlhf.callbacks.stop_on_signal import StopOnSignal  # noqa: E402
 from lit_rlhf.checks import check_settings, check_suspect_rows  # noqa: E402
-from lit_rlhf.command import find_user_error, run_command  # noqa: E402
-from lit_rlhf.config import CONFIG_MODULE, check_compatible, loggable_config, register_resolvers  # noqa: E402
+from lit_rlhf.command import exit_on_user_error, find_user_error, run_command  # noqa: E402
+from lit_rlhf.config import (  # noqa: E402
+    CONFIG_MODULE,
+    check_compatible,
+    check_embedded_task,
+    loggable_config,
+    register_resolvers,
+)
 from lit_rlhf.errors import OutputError  # noqa: E402
 from lit_rlhf.loggers import close_loggers  # noqa: E402
 from lit_rlhf.models.loading import check_model_paths  # noqa: E402
@@ -35,7 +42,7 @@ from lit_rlhf.resume import RunRecord, check_resume, check_weights_fit, read_che
 
 register_resolvers()
 log = logging.getLogger("lit_rlhf")
-__all__ = ["Run", "build", "fit", "find_user_error", "main", "optimized_value"]
+__all__ = ["Run", "build", "exit_on_user_error", "find_user_error", "fit", "main", "optimized_value", "train"]
 
 
 class _DropLightningTips(logging.Filter):
@@ -80,9 +87,11 @@ def build(cfg: DictConfig) -> Run:
     check_training_outputs(cfg, ckpt_path)
     L.seed_everything(cfg.seed, workers=True)
     check_model_paths(cfg.module)
+    if cfg.gold_reward is not None:
+        check_model_paths(cfg.gold_reward)
     tokenizer = instantiate(cfg.model.tokenizer)
     datamodule = instantiate(cfg.data, tokenizer=tokenizer)
-    module = instantiate(cfg.module, tokenizer=tokenizer, gold_reward=datamodule.gold_reward)
+    module = instantiate(cfg.module, tokenizer=tokenizer, gold_reward=instantiate(cfg.gold_reward))
     check_compatible(module, datamodule)
     if checkpoint is not None:
         check_weights_fit(module, checkpoint, ckpt_path)
@@ -94,6 +103,7 @@ def build(cfg: DictConfig) -> Run:
     length_overrides, run_length = run_length_settings(cfg.trainer, module, datamodule)
     # The guard first (broken weights stop the run before a checkpoint saves them), the signal stop last
     # (after the checkpoint callback had its turn at the step).
+    check_reward_columns(module, datamodule)
     callbacks = [NonFiniteGuard(), *callbacks, RunRecord(record), run_length, StopOnSignal()]
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, **length_overrides)
     return Run(cfg, trainer, module, datamodule, loggers, run_length, ckpt_path)
@@ -140,6 +150,17 @@ def check_training_outputs(cfg: DictConfig, ckpt_path: str | None) -> None:
     if "cache_dir" in cfg.data:
         setting = setting_of(cfg.data, "cache_dir", "data.cache_dir")
         claim_folder(cfg.data.cache_dir, "token cache", setting, adoptable=lambda name: bool(CACHE_ENTRIES.match(name)))
+
+
+def check_reward_columns(module, datamodule) -> None:
+    """Stop before training if a reward (or the gold reward) needs a data column the prompts do not carry."""
+    if not hasattr(datamodule, "column_names"):
+        return
+    available = datamodule.column_names()
+    for name in ("reward", "gold_reward"):
+        reward = getattr(module, name, None)
+        if reward is not None and hasattr(reward, "check_columns"):
+            reward.check_columns(available, "the prompt data")
 
 
 def run_length_settings(trainer_cfg: DictConfig, module, datamodule) -> tuple[dict, RunLength]:
@@ -223,6 +244,7 @@ def optimized_value(cfg: DictConfig, metrics: dict[str, float]) -> float | None:
 
 def train(cfg: DictConfig) -> float | None:
     """Train (or, for an evaluation experiment, evaluate) and return the value a search optimizes."""
+    check_embedded_task(cfg, list(HydraConfig.get().overrides.task), dict(HydraConfig.get().runtime.choices))
     if "evaluate" in cfg:
         # An evaluation experiment (+experiment=bon_frontier) names what it runs; nothing is trained.
         return optimized_value(cfg, evaluate(cfg))

@@ -6,7 +6,8 @@ stay on the host (the gold reward and the sample tables read them).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -68,11 +69,22 @@ class PreferenceBatch:
 
 @dataclass
 class PromptBatch:
-    """Prompts alone, left-padded so that generation appends to every row at the same position."""
+    """Prompts alone, left-padded so that generation appends to every row at the same position.
+
+    Attributes:
+        input_ids, attention_mask: (B, P).
+        prompts: the B prompt texts.
+        columns: each prompt's other columns (the reference answer, ...), for the rewards.
+    """
 
     input_ids: torch.Tensor
     attention_mask: torch.Tensor
     prompts: list[str]
+    columns: list[dict[str, Any]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.columns:
+            self.columns = [{} for _ in self.prompts]
 
 
 @dataclass

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
-from typing import Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Sequence
 
 import torch
 
@@ -40,6 +40,7 @@ class PreferenceItem:
 class PromptItem:
     ids: list[int]
     prompt: str
+    columns: dict[str, Any] = field(default_factory=dict)
 
 
 def pad_right(sequences: Sequence[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -132,4 +133,9 @@ def collate_preferences(items: Sequence[PreferenceItem], pad_id: int) -> Prefere
 
 def collate_prompts(items: Sequence[PromptItem], pad_id: int) -> PromptBatch:
     input_ids, attention_mask = pad_left([item.ids for item in items], pad_id)
-    return PromptBatch(input_ids=input_ids, attention_mask=attention_mask, prompts=[item.prompt for item in items])
+    return PromptBatch(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        prompts=[item.prompt for item in items],
+        columns=[item.columns for item in items],
+    )

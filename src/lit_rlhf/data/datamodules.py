@@ -3,9 +3,9 @@
 Each takes a *source* (`splits()` and `load(split)`: the embedded task, JSONL,
 HH-RLHF, ...) and tokenizes it once into memory-mapped Arrow tables cached under
 `data.cache_dir` (`lit_rlhf.data.tokenized`); a later run with the same data,
-tokenizer and lengths reads the tables back without loading a record. `path` and
-`skip_invalid` only anchor `data.path=` / `data.skip_invalid=` on the command
-line: the source reads them through interpolation. Training loaders are
+tokenizer and lengths reads the tables back without loading a record. Keys such
+as `path` only anchor `data.path=` on the command line: the source reads them
+through interpolation (`ANCHORS`). Training loaders are
 torchdata `StatefulDataLoader`s, so a resumed run continues from the same
 position in the same shuffled order; under data parallelism each rank reads
 its share of that order (`lit_rlhf.data.sharding`).
@@ -37,6 +37,7 @@ from lit_rlhf.data.collate import (
     collate_sft,
     collate_sft_window,
 )
+from lit_rlhf.data.prompts import jsonable_columns
 from lit_rlhf.data.record_checks import fresh_datasets_cache, read_records, suspect_row_counts
 from lit_rlhf.data.records import PreferenceRecord, RankedRecord, SFTRecord
 from lit_rlhf.data.sharding import ShardedShuffle, evaluation_shard
@@ -63,6 +64,23 @@ log = logging.getLogger("lit_rlhf")
 
 # The two splits every datamodule tokenizes (a held-out validation set included).
 TRAIN_VAL = ("train", "validation")
+
+# Keys a data config holds for the command line and for interpolation, which the datamodule itself does not use:
+# the source reads the file keys (data.path=...), the modules the length of their samples, the run check which
+# embedded task the data belongs to.
+ANCHORS = frozenset(
+    {
+        "path",
+        "skip_invalid",
+        "prompt_key",
+        "messages_key",
+        "completion_key",
+        "pretrain_path",
+        "pretrain_text_key",
+        "max_new_tokens",
+        "embedded_task",
+    }
+)
 
 GoldReward = Callable[[Sequence[str], Sequence[str]], torch.Tensor]
 
@@ -200,10 +218,12 @@ class RecordDataModule(L.LightningDataModule):
         cache_dir: str,
         num_proc: int,
         gold_reward: GoldReward | None = None,
-        path: str | None = None,
-        skip_invalid: bool = False,
+        **anchors,
     ):
         super().__init__()
+        unknown = sorted(set(anchors) - ANCHORS)
+        if unknown:
+            raise TypeError(f"{type(self).__name__} got unexpected keyword arguments: {', '.join(unknown)}")
         for key, value in (("batch_size", batch_size), ("val_batch_size", val_batch_size), ("num_proc", num_proc)):
             if value < 1:
                 raise ConfigError(f"data.{key} must be a positive integer, got {value}")
@@ -418,11 +438,12 @@ class PreferenceDataModule(RecordDataModule):
 
 
 class PromptDataModule(RecordDataModule):
-    """Prompts for PPO rollouts, optionally with a pretraining corpus for PPO-ptx.
+    """Prompts for PPO rollouts, with their rows' other columns, optionally with a pretraining corpus for PPO-ptx.
 
-    Training batches are `PPOBatch`es: prompts, plus a pretraining batch when a corpus is
-    given. The corpus is sampled so that it yields exactly one batch per prompt batch: the
-    prompts alone define an epoch. Validation batches are plain `PromptBatch`es.
+    Training batches are `PPOBatch`es: prompts, plus a pretraining batch when the corpus is mixed in
+    (`mix_pretraining`, which regularizer/ptx=mix sets). The corpus is sampled so that it yields exactly
+    one batch per prompt batch: the prompts alone define an epoch. Validation batches are plain
+    `PromptBatch`es.
     """
 
     batch_type = PPOBatch
@@ -435,6 +456,7 @@ class PromptDataModule(RecordDataModule):
         tokenizer: PreTrainedTokenizerBase,
         max_prompt_length: int,
         pretrain_source,
+        mix_pretraining: bool,
         pretrain_batch_size: int,
         pretrain_max_length: int,
         **kwargs,
@@ -444,18 +466,15 @@ class PromptDataModule(RecordDataModule):
             # ids[-0:] would keep the whole prompt: 0 must not silently mean "no limit".
             raise ConfigError(f"need max_prompt_length > 0, got {max_prompt_length}")
         self.max_prompt_length = max_prompt_length
-        self.pretrain_source, self.pretrain_batch_size, self.pretrain_max_length = (
-            pretrain_source,
-            pretrain_batch_size,
-            pretrain_max_length,
-        )
+        # Only regularizer/ptx=mix mixes the corpus in: otherwise nothing of it is read or tokenized.
+        self.pretrain_source = pretrain_source if mix_pretraining else None
+        self.pretrain_batch_size, self.pretrain_max_length = pretrain_batch_size, pretrain_max_length
         self.pretrain_items: SFTRows | None = None
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_items is not None:
             return
         super().setup(stage)
-        # Only regularizer/ptx=mix gives the data a corpus: otherwise nothing is tokenized or sampled.
         if self.pretrain_source is not None:
             self.pretrain_items = SFTRows(self.pretrain_table())
             report_truncation(
@@ -490,7 +509,12 @@ class PromptDataModule(RecordDataModule):
         return {"max_prompt_length": self.max_prompt_length}
 
     def columns(self, records: list) -> dict[str, list]:
-        return {"prompt": [r.prompt for r in records]}
+        return {"prompt": [r.prompt for r in records], "columns": [jsonable_columns(r.columns) for r in records]}
+
+    def column_names(self) -> set[str]:
+        """The columns the prompts carry besides the prompt (what reward functions receive)."""
+        self.setup()
+        return self.train_items.column_names() | self.val_items.column_names()
 
     def encoder(self) -> Callable[[dict], dict]:
         return functools.partial(

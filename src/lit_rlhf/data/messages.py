@@ -81,6 +81,11 @@ def split_conversation(row: dict) -> tuple[list[Message], list[Message], list[Me
     return chosen[:-1], chosen[-1:], rejected[-1:]
 
 
+def messages_of(row: dict, field: str) -> list[Message]:
+    """A row's `field` as checked chat messages (DataError naming the field if it is not a message list)."""
+    return _messages(row, field)
+
+
 def _messages(row: dict, field: str) -> list[Message]:
     """A field's message list, checked, with the None-valued keys Arrow adds to unify structs removed."""
     value = row.get(field)
@@ -107,15 +112,15 @@ class ChatRenderer:
         tokenizer: a `transformers` tokenizer with a `chat_template`.
     """
 
-    def __init__(self, tokenizer: Any):
+    def __init__(self, tokenizer: Any, what: str = "chosen/rejected"):
         if tokenizer is None:
             raise DataError(
-                "chosen/rejected are chat messages, which need a tokenizer with a chat template "
+                f"{what} are chat messages, which need a tokenizer with a chat template "
                 "to become text; none was given (pass tokenizer= to the source)"
             )
         if not getattr(tokenizer, "chat_template", None):
             raise DataError(
-                f"chosen/rejected are chat messages, but tokenizer {type(tokenizer).__name__} "
+                f"{what} are chat messages, but tokenizer {type(tokenizer).__name__} "
                 "has no chat_template to render them with"
             )
         self.tokenizer = tokenizer
@@ -128,6 +133,17 @@ class ChatRenderer:
         chosen = self._response(prompt, prompt_messages, chosen_messages, "chosen")
         rejected = self._response(prompt, prompt_messages, rejected_messages, "rejected")
         return prompt, chosen, rejected
+
+    def prompt(self, messages: list[Message]) -> str:
+        """A chat prompt's text, ending with the generation prompt that opens the assistant's turn."""
+        return self._render(messages, add_generation_prompt=True)
+
+    def prompt_and_completion(
+        self, prompt_messages: list[Message], completion_messages: list[Message]
+    ) -> tuple[str, str]:
+        """(prompt, completion) texts of a conversation cut before its completion turn(s)."""
+        prompt = self.prompt(prompt_messages)
+        return prompt, self._response(prompt, prompt_messages, completion_messages, "completion")
 
     def _response(
         self, prompt: str, prompt_messages: list[Message], response_messages: list[Message], field: str

@@ -36,6 +36,7 @@ _HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 _OPENERS = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
 _BUILDERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
 _DATASETS_JSON_LOGGER = "datasets.packaged_modules.json.json"
+SAVED = "saved"  # the "builder" of a folder written by save_to_disk
 
 
 class JsonlPreferenceSource:
@@ -137,11 +138,31 @@ def locate(path: str) -> LocalData | str:
     local = os.path.abspath(os.path.expanduser(path))
     if os.path.isfile(local):
         return LocalData(local, _builder_for(local), {"train": [local]})
+    if os.path.isdir(local) and is_saved_dataset(local):
+        return LocalData(local, SAVED, {split: [local] for split in _saved_splits(local)})
     if os.path.isdir(local):
         return _folder(local)
     if _HUB_ID.match(path) and not path.startswith("."):
         return path
     raise DataError(f"data file not found: {local}")
+
+
+def is_saved_dataset(folder: str) -> bool:
+    """Whether `folder` was written by `datasets`' `save_to_disk` (a Dataset or a DatasetDict)."""
+    return any(os.path.exists(os.path.join(folder, name)) for name in ("dataset_dict.json", "state.json"))
+
+
+def _load_saved(folder: str):
+    try:
+        return datasets.load_from_disk(folder)
+    except Exception as error:  # a damaged or foreign folder: say what datasets said
+        raise DataError(f"cannot read the saved dataset in {folder}: {type(error).__name__}: {error}") from error
+
+
+def _saved_splits(folder: str) -> list[str]:
+    """A saved DatasetDict's splits; a saved Dataset is one `train` split."""
+    saved = _load_saved(folder)
+    return list(saved) if isinstance(saved, datasets.DatasetDict) else ["train"]
 
 
 def _builder_for(file: str) -> str:
@@ -231,8 +252,13 @@ class SplitRows:
         return Place(part.file, part.lines[offset] if part.lines is not None else None, offset + 1)
 
 
-def read_split(path: str, split: str) -> SplitRows:
-    """All rows of one split. Raises DataError for a missing split, unreadable data or a malformed JSON line."""
+def read_split(path: str, split: str, exact_json: bool = False) -> SplitRows:
+    """All rows of one split. Raises DataError for a missing split, unreadable data or a malformed JSON line.
+
+    `exact_json` parses JSON files line by line instead of through Arrow, which would unify the rows'
+    types (an int column with one float becomes all floats; nested dicts gain each other's keys as None):
+    every value then arrives exactly as the file holds it.
+    """
     data = locate(path)
     if not isinstance(data, LocalData):
         return _read_hub(data, split)
@@ -240,13 +266,20 @@ def read_split(path: str, split: str) -> SplitRows:
         raise _missing_split(split, data.path, list(data.files))
     files = data.files[split]
     name = files[0] if len(files) == 1 else f"{data.path} (split '{split}')"
+    if data.builder == SAVED:
+        saved = _load_saved(data.path)
+        rows = saved[split] if isinstance(saved, datasets.DatasetDict) else saved
+        return SplitRows(f"{data.path} (split '{split}')", rows, [FileRows(data.path, 0, None)])
     if data.builder != "json":
         return SplitRows(name, _load(data.builder, files, split, name), [FileRows(name, 0, None)])
     lines = {file: _row_lines(file) for file in files}
     files = [file for file in files if lines[file] != []]  # datasets' JSON reader trips over an empty file
     if not files:
         raise DataError(f"no records in {name}: the data is empty")
-    rows = _load_json(files, split)
+    if exact_json:
+        rows = [row for file in files for row in _parse_json_file(file)]
+    else:
+        rows = _load_json(files, split)
     return SplitRows(name, rows, _file_rows(files, lines, len(rows), name))
 
 

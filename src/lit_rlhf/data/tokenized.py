@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import json
 import logging
 import os
 import shutil
@@ -104,7 +105,8 @@ COMPLETIONS = datasets.Features({"prompt": datasets.Value("string"), "responses"
 PREFERENCES = datasets.Features(
     {**COMPLETIONS, "pairs": [[datasets.Value("int32")]], "margins": [datasets.Value("float64")]}
 )
-PROMPTS = datasets.Features({"prompt": datasets.Value("string")})
+# A prompt's other columns are kept as JSON text, so any value (nested, mixed types) comes back unchanged.
+PROMPTS = datasets.Features({"prompt": datasets.Value("string"), "columns": datasets.Value("string")})
 
 WRITE_ROWS = 10_000  # rows per Arrow record batch while the texts are written
 
@@ -278,7 +280,11 @@ class PromptRows(_Rows):
     """Rows prompt, ids, truncated as `PromptItem`s."""
 
     def item(self, row: dict, index: int) -> PromptItem:
-        return PromptItem(row["ids"], row["prompt"])
+        return PromptItem(row["ids"], row["prompt"], json.loads(row["columns"]))
+
+    def column_names(self) -> set[str]:
+        """Every column any prompt carries."""
+        return {name for text in self.table.data.column("columns").to_pylist() for name in json.loads(text)}
 
     def truncated_count(self) -> int:
         return int(pc.sum(self.table.data.column("truncated")).as_py() or 0)

@@ -66,8 +66,10 @@ def dpo_sigmoid_loss(
     with noisy preferences & relationship to IPO").
 
     Args:
-        policy_chosen_logps, policy_rejected_logps, reference_chosen_logps,
-            reference_rejected_logps: (B,) sequence log-probabilities.
+        policy_chosen_logps: (B,) sequence log-probabilities of the chosen responses under the policy.
+        policy_rejected_logps: (B,) those of the rejected responses under the policy.
+        reference_chosen_logps: (B,) those of the chosen responses under the reference.
+        reference_rejected_logps: (B,) those of the rejected responses under the reference.
         beta: β > 0, strength of the implicit KL to the reference.
         label_smoothing: ε in [0, 0.5].
 
@@ -97,8 +99,10 @@ def dpo_robust_loss(
     labels equals the clean DPO loss, which is why ε must stay below 0.5.
 
     Args:
-        policy_chosen_logps, policy_rejected_logps, reference_chosen_logps,
-            reference_rejected_logps: (B,) sequence log-probabilities.
+        policy_chosen_logps: (B,) sequence log-probabilities of the chosen responses under the policy.
+        policy_rejected_logps: (B,) those of the rejected responses under the policy.
+        reference_chosen_logps: (B,) those of the chosen responses under the reference.
+        reference_rejected_logps: (B,) those of the rejected responses under the reference.
         beta: β > 0.
         label_smoothing: flip probability ε in [0, 0.5).
 
@@ -128,8 +132,10 @@ def ipo_loss(
     log-probabilities, as TRL does.
 
     Args:
-        policy_chosen_logps, policy_rejected_logps, reference_chosen_logps,
-            reference_rejected_logps: (B,) length-averaged log-probabilities.
+        policy_chosen_logps: (B,) length-averaged log-probabilities of the chosen responses, policy.
+        policy_rejected_logps: (B,) those of the rejected responses under the policy.
+        reference_chosen_logps: (B,) those of the chosen responses under the reference.
+        reference_rejected_logps: (B,) those of the rejected responses under the reference.
         beta: β > 0.
 
     Returns:
@@ -155,8 +161,10 @@ def hinge_loss(
     Feedback" (calibration loss, with the reference log-ratio as in TRL).
 
     Args:
-        policy_chosen_logps, policy_rejected_logps, reference_chosen_logps,
-            reference_rejected_logps: (B,) sequence log-probabilities.
+        policy_chosen_logps: (B,) sequence log-probabilities of the chosen responses under the policy.
+        policy_rejected_logps: (B,) those of the rejected responses under the policy.
+        reference_chosen_logps: (B,) those of the chosen responses under the reference.
+        reference_rejected_logps: (B,) those of the rejected responses under the reference.
         beta: β > 0 (1/β is the margin δ of the paper).
 
     Returns:
@@ -185,8 +193,10 @@ def exo_pair_loss(
     log ε finite (the paper uses 1e-3).
 
     Args:
-        policy_chosen_logps, policy_rejected_logps, reference_chosen_logps,
-            reference_rejected_logps: (B,) sequence log-probabilities.
+        policy_chosen_logps: (B,) sequence log-probabilities of the chosen responses under the policy.
+        policy_rejected_logps: (B,) those of the rejected responses under the policy.
+        reference_chosen_logps: (B,) those of the chosen responses under the reference.
+        reference_rejected_logps: (B,) those of the rejected responses under the reference.
         beta: β > 0.
         label_smoothing: ε in (0, 0.5].
 
@@ -218,8 +228,10 @@ def discopop_loss(
     and for Large Language Models" (DiscoPOP / LRML, Eq. 5).
 
     Args:
-        policy_chosen_logps, policy_rejected_logps, reference_chosen_logps,
-            reference_rejected_logps: (B,) sequence log-probabilities.
+        policy_chosen_logps: (B,) sequence log-probabilities of the chosen responses under the policy.
+        policy_rejected_logps: (B,) those of the rejected responses under the policy.
+        reference_chosen_logps: (B,) those of the chosen responses under the reference.
+        reference_rejected_logps: (B,) those of the rejected responses under the reference.
         beta: β > 0.
         tau: temperature τ > 0 of the mixing weight (the paper's 0.05).
 
@@ -253,8 +265,10 @@ def aot_loss(
     batch (matching sorted values). The loss of one pair depends on the batch.
 
     Args:
-        policy_chosen_logps, policy_rejected_logps, reference_chosen_logps,
-            reference_rejected_logps: (B,) sequence log-probabilities.
+        policy_chosen_logps: (B,) sequence log-probabilities of the chosen responses under the policy.
+        policy_rejected_logps: (B,) those of the rejected responses under the policy.
+        reference_chosen_logps: (B,) those of the chosen responses under the reference.
+        reference_rejected_logps: (B,) those of the rejected responses under the reference.
         beta: β > 0.
         label_smoothing: ε in [0, 0.5].
 
@@ -276,7 +290,8 @@ def simpo_loss(policy_chosen_avg_logps: Tensor, policy_rejected_avg_logps: Tenso
     Reference-Free Reward" (Eq. 6). No reference model.
 
     Args:
-        policy_chosen_avg_logps, policy_rejected_avg_logps: (B,) log-probabilities averaged over response tokens.
+        policy_chosen_avg_logps: (B,) chosen log-probabilities averaged over response tokens.
+        policy_rejected_avg_logps: (B,) rejected log-probabilities averaged over response tokens.
         beta: β > 0.
         gamma: the target reward margin γ ≥ 0.
 

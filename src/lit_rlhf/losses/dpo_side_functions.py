@@ -29,8 +29,10 @@ def nca_pair_loss(
     Explicit Rewards" (NCA, paired form).
 
     Args:
-        policy_chosen_logps, policy_rejected_logps, reference_chosen_logps,
-            reference_rejected_logps: (B,) sequence log-probabilities.
+        policy_chosen_logps: (B,) sequence log-probabilities of the chosen responses under the policy.
+        policy_rejected_logps: (B,) those of the rejected responses under the policy.
+        reference_chosen_logps: (B,) those of the chosen responses under the reference.
+        reference_rejected_logps: (B,) those of the rejected responses under the reference.
         beta: β > 0.
 
     Returns:
@@ -56,8 +58,10 @@ def bco_pair_loss(
     Alignment" (BCO); δ is the running mean of the implicit rewards βΔ.
 
     Args:
-        policy_chosen_logps, policy_rejected_logps, reference_chosen_logps,
-            reference_rejected_logps: (B,) sequence log-probabilities.
+        policy_chosen_logps: (B,) sequence log-probabilities of the chosen responses under the policy.
+        policy_rejected_logps: (B,) those of the rejected responses under the policy.
+        reference_chosen_logps: (B,) those of the chosen responses under the reference.
+        reference_rejected_logps: (B,) those of the rejected responses under the reference.
         beta: β > 0.
         baseline: the reward shift δ (0 gives TRL 1.16's `bco_pair`).
 
@@ -84,8 +88,10 @@ def sppo_hard_loss(
     chosen response and 0 for the rejected one.
 
     Args:
-        policy_chosen_logps, policy_rejected_logps, reference_chosen_logps,
-            reference_rejected_logps: (B,) sequence log-probabilities.
+        policy_chosen_logps: (B,) sequence log-probabilities of the chosen responses under the policy.
+        policy_rejected_logps: (B,) those of the rejected responses under the policy.
+        reference_chosen_logps: (B,) those of the chosen responses under the reference.
+        reference_rejected_logps: (B,) those of the rejected responses under the reference.
         beta: β > 0 (the paper's 1/η).
 
     Returns:
@@ -112,8 +118,10 @@ def apo_zero_loss(
     chosen responses better than the model's own.
 
     Args:
-        policy_chosen_logps, policy_rejected_logps, reference_chosen_logps,
-            reference_rejected_logps: (B,) sequence log-probabilities.
+        policy_chosen_logps: (B,) sequence log-probabilities of the chosen responses under the policy.
+        policy_rejected_logps: (B,) those of the rejected responses under the policy.
+        reference_chosen_logps: (B,) those of the chosen responses under the reference.
+        reference_rejected_logps: (B,) those of the rejected responses under the reference.
         beta: β > 0.
 
     Returns:
@@ -138,8 +146,10 @@ def apo_down_loss(
     Revisions" (APO-down, Eq. 8): for chosen responses worse than the model's own.
 
     Args:
-        policy_chosen_logps, policy_rejected_logps, reference_chosen_logps,
-            reference_rejected_logps: (B,) sequence log-probabilities.
+        policy_chosen_logps: (B,) sequence log-probabilities of the chosen responses under the policy.
+        policy_rejected_logps: (B,) those of the rejected responses under the policy.
+        reference_chosen_logps: (B,) those of the chosen responses under the reference.
+        reference_rejected_logps: (B,) those of the rejected responses under the reference.
         beta: β > 0.
 
     Returns:
@@ -168,8 +178,10 @@ def aot_pair_loss(
     `aot_pair` and renamed it `aot_unpaired`.
 
     Args:
-        policy_chosen_logps, policy_rejected_logps, reference_chosen_logps,
-            reference_rejected_logps: (B,) sequence log-probabilities.
+        policy_chosen_logps: (B,) sequence log-probabilities of the chosen responses under the policy.
+        policy_rejected_logps: (B,) those of the rejected responses under the policy.
+        reference_chosen_logps: (B,) those of the chosen responses under the reference.
+        reference_rejected_logps: (B,) those of the rejected responses under the reference.
         beta: β > 0.
         label_smoothing: ε in [0, 0.5].
 

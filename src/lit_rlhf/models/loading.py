@@ -138,8 +138,8 @@ def load_trained_reward_model(name_or_path: str, trust_remote_code: bool, dtype:
 _NO_REWARD_MODEL = (
     "model.reward.name_or_path is not set: PPO would score responses with a newly initialised scalar head, "
     "i.e. optimise a random reward. Set model.reward.name_or_path=<a trained reward model> (the export/ of a "
-    "reward-model run, e.g. +experiment=rm_tiny model=hf ...), or use a programmatic reward: "
-    "module.reward_model=null module.reward_fn=<callable>"
+    "reward-model run, e.g. +experiment=rm model=hf ...), or reward without a model: "
+    "reward=function reward.fn=<my_pkg.my_module.my_fn>, reward=math or reward=exact"
 )
 
 

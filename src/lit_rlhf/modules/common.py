@@ -9,11 +9,13 @@ from typing import Sequence
 
 import torch
 from torch import nn
+from torchmetrics import Metric
 
 from lit_rlhf.errors import NonFiniteError
 from lit_rlhf.ops.distributed import every_rank
 from lit_rlhf.ops.finite import gradients_finite
 from lit_rlhf.ops.generation import Generation, SamplingConfig, decode_responses, generate
+from lit_rlhf.rewards import as_reward
 
 log = logging.getLogger("lit_rlhf")
 
@@ -32,6 +34,22 @@ def freeze(model: nn.Module) -> nn.Module:
     model.eval()
     model.requires_grad_(False)
     return model
+
+
+def frozen_gold(gold_reward):
+    """The gold reward as a frozen `Reward` (a plain function becomes a one-component one), or None."""
+    return freeze(as_reward(gold_reward)) if gold_reward is not None else None
+
+
+def without_frozen(state_dict: dict, prefixes: tuple[str, ...]) -> dict:
+    """A checkpoint's weights without the frozen models under `prefixes`: they are rebuilt from their paths."""
+    return {key: value for key, value in state_dict.items() if not key.startswith(prefixes)}
+
+
+def with_frozen(module: nn.Module, state_dict: dict, prefixes: tuple[str, ...]) -> None:
+    """Put the module's own frozen weights back into a checkpoint that left them out, so strict loading
+    checks every trained weight and nothing else."""
+    state_dict.update({key: value for key, value in module.state_dict().items() if key.startswith(prefixes)})
 
 
 def disable_dropout(model: nn.Module) -> None:
@@ -115,6 +133,37 @@ def log_updated_metrics(module, metrics: nn.ModuleDict, prefix: str, prog_bar: S
     for name, metric in metrics.items():
         if metric.update_called:
             module.log(f"{prefix}/{name}", metric, prog_bar=name in prog_bar)
+
+
+class StdMetric(Metric):
+    """The population standard deviation of every value seen, over all ranks (sums of values and squares)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        for name in ("total", "squares", "count"):
+            self.add_state(name, default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+
+    def update(self, values: torch.Tensor) -> None:
+        values = values.detach().double().flatten()
+        self.total += values.sum()
+        self.squares += (values**2).sum()
+        self.count += values.numel()
+
+    def compute(self) -> torch.Tensor:
+        mean = self.total / self.count
+        return (self.squares / self.count - mean**2).clamp(min=0).sqrt().float()
+
+
+def update_scored(metric: Metric, values: torch.Tensor, scored: torch.Tensor) -> None:
+    """Update `metric` with the values of the scored rows (a reward's unscored rows are no data); none, no update."""
+    values = values.detach().flatten()[scored.to(values.device).flatten()]
+    if values.numel():
+        metric.update(values)
+
+
+def update_finite(metric: Metric, values: torch.Tensor) -> None:
+    """Update `metric` with the values that are not NaN (a gold reward's unscored rows); none, no update."""
+    update_scored(metric, values, ~torch.isnan(values))
 
 
 @contextlib.contextmanager

@@ -20,9 +20,12 @@ from lit_rlhf.modules.common import (
     configure_optimizer,
     disable_dropout,
     finite_or_skip,
+    frozen_gold,
     gold_of_samples,
     log_learning_rate,
     log_updated_metrics,
+    update_finite,
+    without_frozen,
 )
 from lit_rlhf.ops.forward import sequence_logprobs
 from lit_rlhf.ops.generation import SamplingConfig
@@ -99,7 +102,7 @@ class DPOModule(L.LightningModule):
         self.cached_ref_logps: torch.Tensor | None = None
         self.sampling, self.val_sample_batches = sampling, val_sample_batches
         self.skip_nonfinite_updates, self.seed = skip_nonfinite_updates, seed
-        self.tokenizer, self.gold_reward = tokenizer, gold_reward
+        self.tokenizer, self.gold_reward = tokenizer, frozen_gold(gold_reward)
         self.val_metrics = torch.nn.ModuleDict({name: MeanMetric() for name in VAL_METRICS})
 
     # --------------------------------------------------------------- log-probs
@@ -218,7 +221,7 @@ class DPOModule(L.LightningModule):
                 batch.group_prompts,
                 self.seed + batch_idx,
             )
-            values["gold_reward"].update(gold)
+            update_finite(values["gold_reward"], gold)
             values["response_length"].update(lengths)
         log_updated_metrics(self, values, "val", prog_bar=("reward_accuracy", "gold_reward"))
 
@@ -226,7 +229,7 @@ class DPOModule(L.LightningModule):
         return configure_optimizer(self, self.policy.parameters())
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if not k.startswith("reference.")}
+        checkpoint["state_dict"] = without_frozen(checkpoint["state_dict"], ("reference.", "gold_reward."))
         checkpoint["dpo_loss_state"] = self.loss_fn.state_dict()
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:

@@ -19,6 +19,7 @@ a metric: everything is masked with `Experience.response_mask`.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
 from collections import defaultdict
 from typing import Callable, Sequence
@@ -31,8 +32,8 @@ from lit_rlhf.data.batches import PPOBatch, PromptBatch, SFTBatch
 from lit_rlhf.errors import ConfigError
 from lit_rlhf.losses.ppo import clipped_value_loss, explained_variance, old_policy_kl, token_log_ratio
 from lit_rlhf.models.reference import Reference
-from lit_rlhf.models.reward_inputs import own_tokenizer, reward_model_inputs
 from lit_rlhf.modules.common import (
+    StdMetric,
     build_optimizer,
     disable_dropout,
     finite_gradients_or_skip,
@@ -41,20 +42,21 @@ from lit_rlhf.modules.common import (
     log_updated_metrics,
     seeded_rng,
     seeded_samples,
+    update_scored,
 )
 from lit_rlhf.ops.aggregation import token_share
 from lit_rlhf.ops.chunking import map_row_chunks, row_chunks
-from lit_rlhf.ops.distributed import mean_over_ranks, rank, rank_share, total_over_ranks, world_size
-from lit_rlhf.ops.forward import last_token_rewards, scalar_head_outputs, sequence_logprobs, sequence_token_logprobs
+from lit_rlhf.ops.distributed import every_rank, mean_over_ranks, rank, rank_share, total_over_ranks, world_size
+from lit_rlhf.ops.forward import scalar_head_outputs, sequence_logprobs, sequence_token_logprobs
 from lit_rlhf.ops.generation import Generation, SamplingConfig, concatenate_generations, decode_responses, generate
 from lit_rlhf.ops.logprobs import entropy_from_logits
 from lit_rlhf.ops.masking import last_true_index, masked_mean, masked_sum
-from lit_rlhf.overoptimization.ensemble import RewardEnsemble, reward_source
 from lit_rlhf.regularizers.term import RegularizerTerm
+from lit_rlhf.rewards import Completions, Reward, RewardScores, Scores, as_reward, columns_of_rows, repeat_columns
 from lit_rlhf.rl.experience import Experience
 from lit_rlhf.rl.reward_shaping import ScoreShaping
 
-TextReward = Callable[[Sequence[str], Sequence[str]], torch.Tensor]
+log = logging.getLogger("lit_rlhf")
 
 
 class PPOModule(L.LightningModule):
@@ -65,13 +67,9 @@ class PPOModule(L.LightningModule):
             the policy with its adapters off).
         reference_dtype: dtype of the reference copy (bfloat16 halves its memory).
         critic: a scalar-head model (values), or None for critic-free advantages (RLOO, GRPO, ...).
-        reward_model: a frozen scalar-head model scoring prompt + response (with a tokenizer of its own, it
-            scores the decoded texts re-tokenized), a list of them (an ensemble on the policy's ids, combined by
-            `reward_aggregation`), or None ...
-        reward_fn: ... a programmatic reward on texts (prompts, responses) -> (B,). Exactly one of the two.
-        reward_aggregation: how an ensemble's scores combine: mean, min or uncertainty_weighted (mean − λ·std;
-            Coste et al. 2023, "Reward Model Ensembles Help Mitigate Overoptimization").
-        uncertainty_penalty: λ of uncertainty_weighted.
+        reward: the `reward` config group's `Reward`: named components (reward models, functions of the
+            prompts, completions and data columns, verifiers) summed with weights. A row no component scores
+            is left out of the update.
         kl: `regularizer/kl` object (placement, estimator, controller, gradient).
         ptx: `regularizer/ptx` object (pretraining-gradient mix or none).
         advantage: `advantage` object (GAE or a critic-free estimator) with `samples_per_prompt`.
@@ -96,7 +94,8 @@ class PPOModule(L.LightningModule):
         skip_nonfinite_updates: skip (True) or stop on (False) a non-finite reward, advantage or loss.
         seed: seed of the validation samples.
         tokenizer: decodes responses for text rewards and sample tables.
-        gold_reward: the task's programmatic gold reward, logged as `train/gold_reward` and `val/gold_reward`.
+        gold_reward: the held-out "true" reward (`gold_reward` group: the embedded task's by default), logged as
+            `train/gold_reward` and `val/gold_reward` and never optimised; None for none.
     """
 
     batch_type = PPOBatch
@@ -126,31 +125,23 @@ class PPOModule(L.LightningModule):
         skip_nonfinite_updates: bool,
         seed: int,
         tokenizer,
-        reward_aggregation: str,
-        uncertainty_penalty: float,
         reference_dtype: str,
+        reward: Reward,
         critic=None,
         critic_optimizer=None,
-        reward_model=None,
-        reward_fn: TextReward | None = None,
-        gold_reward: TextReward | None = None,
+        gold_reward: Reward | None = None,
     ):
         super().__init__()
         self.automatic_optimization = False
         # Frozen models are rebuilt from their paths, so checkpoints leave them out.
         self.strict_loading = False
-        check_ppo_config(critic, critic_optimizer, reward_model, reward_fn, advantage, num_minibatches)
+        check_ppo_config(critic, critic_optimizer, advantage, num_minibatches)
         self.policy = policy
         self.reference = Reference(policy, reference_dtype)
         self.critic = critic
-        self.reward_model = (
-            freeze(reward_source(reward_model, reward_aggregation, uncertainty_penalty))
-            if reward_model is not None
-            else None
-        )
-        self.reward_fn, self.gold_reward, self.tokenizer = reward_fn, gold_reward, tokenizer
-        # A reward model with a tokenizer of its own scores re-tokenized texts (None: it reads the policy's ids).
-        self.reward_tokenizer = own_tokenizer(reward_model, tokenizer) if reward_model is not None else None
+        self.reward = freeze(reward)
+        self.gold_reward = freeze(as_reward(gold_reward)) if gold_reward is not None else None
+        self.tokenizer = tokenizer
         for model in (self.policy, self.critic):
             if model is not None:
                 disable_dropout(model)
@@ -167,31 +158,36 @@ class PPOModule(L.LightningModule):
         self.missing_eos_penalty = missing_eos_penalty
         self.log_samples_every_n_steps = log_samples_every_n_steps
         self.skip_nonfinite_updates, self.seed = skip_nonfinite_updates, seed
+        means = ["reward", "gold_reward", "kl", "kl_k1", "kl_k3", "response_length", "eos_fraction"]
+        means += [f"reward/{name}" for name in reward.names]
+        means += ["accuracy"] * bool(reward.verifiers) + [f"accuracy/{name}" for name in reward.verifiers]
+        stds = ["reward_std"] + [f"reward/{name}_std" for name in reward.names]
         self.val_metrics = torch.nn.ModuleDict(
-            {
-                name: MeanMetric()
-                for name in ("reward", "gold_reward", "kl", "kl_k1", "kl_k3", "response_length", "eos_fraction")
-            }
+            {**{name: MeanMetric() for name in means}, **{name: StdMetric() for name in stds}}
         )
 
     # ----------------------------------------------------------------- rollout
-    @torch.no_grad()
-    def score(self, generation: Generation, prompts: Sequence[str], responses: Sequence[str]) -> torch.Tensor:
-        """(B,) the reward source's score of each response, at its last real token."""
-        if isinstance(self.reward_model, RewardEnsemble):
-            return self.reward_model.score(generation.sequences, generation.attention_mask)
-        if self.reward_tokenizer is not None:
-            ids, mask = reward_model_inputs(self.reward_tokenizer, prompts, responses, generation.has_stop)
-            return last_token_rewards(self.reward_model, ids.to(self.device), mask.to(self.device))
-        if self.reward_model is not None:
-            return last_token_rewards(self.reward_model, generation.sequences, generation.attention_mask)
-        return self.reward_fn(prompts, responses).to(self.device, torch.float32)
+    def completions(
+        self, generation: Generation, prompts: Sequence[str], responses: Sequence[str], columns
+    ) -> Completions:
+        """What the rewards see of a batch of samples: texts, the prompts' other columns, the policy's ids."""
+        return Completions(
+            list(prompts),
+            list(responses),
+            columns,
+            sequences=generation.sequences,
+            attention_mask=generation.attention_mask,
+            has_stop=generation.has_stop,
+            lengths=generation.response_mask.sum(1),
+        )
 
     @torch.no_grad()
-    def rollout(self, batch: PromptBatch) -> tuple[Experience, dict[str, torch.Tensor], list[str], list[str]]:
-        """Sample, score and evaluate one batch of prompts. Returns the experience, its metrics and the texts."""
+    def rollout(self, batch: PromptBatch) -> tuple[Experience, dict[str, torch.Tensor], list[str], list[str]] | None:
+        """Sample, score and evaluate one batch of prompts. Returns the experience, its metrics and the texts,
+        or None when no sample got a reward (nothing to learn from)."""
         repeats = self.advantage.samples_per_prompt
         prompts = [p for p in batch.prompts for _ in range(repeats)]
+        columns = repeat_columns(columns_of_rows(batch.columns), repeats)
         prompt_ids = batch.input_ids.repeat_interleave(repeats, 0)
         prompt_mask = batch.attention_mask.repeat_interleave(repeats, 0)
         chunks = row_chunks(len(prompts), self.rollout_micro_batch_size)
@@ -204,12 +200,19 @@ class PPOModule(L.LightningModule):
             pad,
         )
         responses = decode_responses(self.tokenizer, generation)
+        samples = self.completions(generation, prompts, responses, columns)
         mask = generation.response_mask
-        old_logprobs, ref_logprobs, logits, ref_logits, values, raw_scores = map_row_chunks(
-            lambda rows: self.evaluate_rollout(generation.select(rows), prompts[rows], responses[rows]),
-            len(prompts),
-            self.rollout_micro_batch_size,
+        old_logprobs, ref_logprobs, logits, ref_logits, values = map_row_chunks(
+            lambda rows: self.evaluate_rollout(generation.select(rows)), len(prompts), self.rollout_micro_batch_size
         )
+        rewards = self.score(samples, update=True)
+        scored = rewards.scored.to(self.device)
+        if not bool(every_rank(bool(scored.any()))):
+            log.warning(
+                "step %d: no component of the reward scored any sample; the update is skipped", self.global_step
+            )
+            return None
+        raw_scores = unscored_as_mean(rewards.total, rewards.scored).to(self.device)
         scores = self.score_shaping(self.with_missing_eos_penalty(raw_scores, generation), update=True)
 
         per_token_kl = self.kl.measure(old_logprobs, ref_logprobs, mask, logits, ref_logits)
@@ -218,13 +221,18 @@ class PPOModule(L.LightningModule):
         token_rewards[torch.arange(len(last), device=self.device), last] += scores
         baseline = {}
         if self.advantage.needs_greedy_baseline:
-            baseline["greedy_scores"] = self.greedy_scores(batch).repeat_interleave(repeats, 0)
+            greedy, greedy_scored = self.greedy_scores(batch)
+            greedy, greedy_scored = greedy.repeat_interleave(repeats, 0), greedy_scored.repeat_interleave(repeats, 0)
+            # A greedy response no component scored gives its prompt's samples their own score as the baseline.
+            baseline["greedy_scores"] = torch.where(greedy_scored, greedy, scores)
         advantages, returns = self.advantage(token_rewards, values, mask, **baseline)
 
         experience = Experience(
             sequences=generation.sequences,
             attention_mask=generation.attention_mask,
-            response_mask=mask,
+            # Samples that no component scored stand in with the batch's mean score above, and take no part
+            # in the update.
+            response_mask=mask & scored.unsqueeze(1),
             old_logprobs=old_logprobs,
             ref_logprobs=ref_logprobs,
             values=values,
@@ -234,14 +242,18 @@ class PPOModule(L.LightningModule):
         )
         metrics = {
             **self.kl.rollout_metrics(per_token_kl, old_logprobs, ref_logprobs, mask),
-            "reward": raw_scores.mean(),
+            "reward": rewards.total[rewards.scored].mean(),
+            "reward_std": rewards.total[rewards.scored].std(correction=0),
+            **{name: value for name, value in rewards.metrics().items() if not torch.isnan(value)},
             "reward_shaped": scores.mean(),
             "reward_total": masked_sum(token_rewards, mask, dim=1).mean(),
             "response_length": mask.sum(1).float().mean(),
             "eos_fraction": generation.has_stop.float().mean(),
         }
         if self.gold_reward is not None:
-            metrics["gold_reward"] = self.gold_reward(prompts, responses).float().mean()
+            gold = self.gold_reward(samples)
+            if bool(gold.scored.any()):
+                metrics["gold_reward"] = gold.total[gold.scored].mean()
         if values is not None:
             metrics["explained_variance"] = explained_variance(values, returns, mask)
             metrics["value_mean"] = masked_mean(values, mask)
@@ -250,8 +262,8 @@ class PPOModule(L.LightningModule):
         return experience, metrics, prompts, responses
 
     @torch.no_grad()
-    def evaluate_rollout(self, generation: Generation, prompts: Sequence[str], responses: Sequence[str]) -> tuple:
-        """Old and reference log-probs (and logits for the exact estimator), values and scores of a chunk."""
+    def evaluate_rollout(self, generation: Generation) -> tuple:
+        """Old and reference log-probs (and logits for the exact estimator) and values of a chunk."""
         sequences, attention_mask, mask = generation.sequences, generation.attention_mask, generation.response_mask
         # Position start + t predicts response token t: only the response's positions are scored.
         start = generation.prompt_length - 1
@@ -260,21 +272,44 @@ class PPOModule(L.LightningModule):
         values = None
         if self.critic is not None:
             values = scalar_head_outputs(self.critic, sequences, attention_mask)[:, start:-1].masked_fill(~mask, 0.0)
-        scores = self.score(generation, prompts, responses)
-        return old_logprobs, ref_logprobs, logits, ref_logits, values, scores
+        return old_logprobs, ref_logprobs, logits, ref_logits, values
+
+    @torch.no_grad()
+    def score(self, samples: Completions, update: bool) -> RewardScores:
+        """The reward's scores of a batch, its components run on chunks of `rollout_micro_batch_size` rows
+        (reward models' memory) and combined over the whole batch (normalisation statistics)."""
+        parts = [
+            self.reward.component_scores(samples.select(rows))
+            for rows in row_chunks(len(samples), self.rollout_micro_batch_size)
+        ]
+        raw = {
+            name: Scores(
+                torch.cat([part[name].values for part in parts]), torch.cat([part[name].scored for part in parts])
+            )
+            for name in self.reward.names
+        }
+        return self.reward.combine(raw, update=update)
 
     def with_missing_eos_penalty(self, scores: torch.Tensor, generation: Generation) -> torch.Tensor:
         return scores - self.missing_eos_penalty * (~generation.has_stop).float()
 
     @torch.no_grad()
-    def greedy_scores(self, batch: PromptBatch) -> torch.Tensor:
-        """(P,) the shaped score of the greedy response to each prompt: the self-critical baseline (ReMax)."""
+    def greedy_scores(self, batch: PromptBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """(P,) the shaped score of the greedy response to each prompt, the self-critical baseline (ReMax),
+        and (P,) whether any reward component scored it."""
+        generation = self.greedy_generation(batch)
+        responses = decode_responses(self.tokenizer, generation)
+        samples = self.completions(generation, batch.prompts, responses, columns_of_rows(batch.columns))
+        rewards = self.score(samples, update=False)
+        total = rewards.total.to(self.device)
+        return self.score_shaping(self.with_missing_eos_penalty(total, generation), update=False), rewards.scored.to(
+            self.device
+        )
+
+    def greedy_generation(self, batch: PromptBatch) -> Generation:
         greedy = dataclasses.replace(self.sampling, temperature=0.0)
         pad = self.tokenizer.pad_token_id
-        generation = generate(self.policy, batch.input_ids, batch.attention_mask, greedy, self.stop_token_ids, pad)
-        responses = decode_responses(self.tokenizer, generation)
-        scores = self.with_missing_eos_penalty(self.score(generation, batch.prompts, responses), generation)
-        return self.score_shaping(scores, update=False)
+        return generate(self.policy, batch.input_ids, batch.attention_mask, greedy, self.stop_token_ids, pad)
 
     def token_logprobs(
         self, model, sequences: torch.Tensor, attention_mask: torch.Tensor, first: int, with_entropy: bool = False
@@ -494,7 +529,10 @@ class PPOModule(L.LightningModule):
     def iterate(self, batch: PPOBatch, batch_idx: int) -> None:
         """One PPO iteration: rollout, update, metrics (averaged over ranks)."""
         started = time.perf_counter()
-        experience, metrics, prompts, responses = self.rollout(batch.prompts)
+        rolled_out = self.rollout(batch.prompts)
+        if rolled_out is None:
+            return None
+        experience, metrics, prompts, responses = rolled_out
         rollout_seconds = time.perf_counter() - started
         rollout_tensors = (experience.scores, experience.advantages)
         step, skip, hint = self.global_step, self.skip_nonfinite_updates, self.kl.overflow_hint
@@ -531,15 +569,36 @@ class PPOModule(L.LightningModule):
         ref_logprobs, ref_logits = self.reference_forward(generation.sequences, generation.attention_mask, start)
         per_token_kl = self.kl.measure(logprobs, ref_logprobs, mask, logits, ref_logits)
         metrics = self.val_metrics
-        metrics["reward"].update(self.score(generation, batch.prompts, responses))
+        columns = columns_of_rows(batch.columns)
+        samples = self.completions(generation, batch.prompts, responses, columns)
+        rewards = self.score(samples, update=False)
+        update_scored(metrics["reward"], rewards.total, rewards.scored)
+        update_scored(metrics["reward_std"], rewards.total, rewards.scored)
+        for name, (scores, scored) in rewards.components.items():
+            update_scored(metrics[f"reward/{name}"], scores, scored)
+            update_scored(metrics[f"reward/{name}_std"], scores, scored)
         # val/kl by the configured estimator, as train/kl; val/kl_k1 and val/kl_k3 compare across runs.
         for name, kl in self.kl.sequence_kls(per_token_kl, logprobs, ref_logprobs, mask).items():
             metrics[name].update(kl)
         metrics["response_length"].update(mask.sum(1).float())
         metrics["eos_fraction"].update(generation.has_stop.float())
         if self.gold_reward is not None:
-            metrics["gold_reward"].update(self.gold_reward(batch.prompts, responses).to(self.device, torch.float32))
-        log_updated_metrics(self, metrics, "val", prog_bar=("reward", "gold_reward"))
+            gold = self.gold_reward(samples)
+            update_scored(metrics["gold_reward"], gold.total, gold.scored)
+        if self.reward.verifiers:
+            self.update_accuracy(batch, columns)
+        log_updated_metrics(self, metrics, "val", prog_bar=("reward", "gold_reward", "accuracy"))
+
+    @torch.no_grad()
+    def update_accuracy(self, batch: PromptBatch, columns: dict) -> None:
+        """`val/accuracy`: the first verifier's mean on greedy completions (each verifier's as accuracy/<name>)."""
+        generation = self.greedy_generation(batch)
+        greedy = self.completions(generation, batch.prompts, decode_responses(self.tokenizer, generation), columns)
+        for number, (name, verifier) in enumerate(self.reward.verifiers.items()):
+            correct, judged = verifier(greedy)
+            update_scored(self.val_metrics[f"accuracy/{name}"], correct, judged)
+            if number == 0:
+                update_scored(self.val_metrics["accuracy"], correct, judged)
 
     # ------------------------------------------------------------------- misc
     def log_samples(self, key: str, prompts: Sequence[str], responses: Sequence[str], scores: torch.Tensor) -> None:
@@ -558,8 +617,9 @@ class PPOModule(L.LightningModule):
         return [actor, build_optimizer(self.critic_optimizer_factory, self.critic.parameters())]
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        frozen = ("reference.", "reward_model.")
+        frozen = ("reference.", "reward.", "gold_reward.")
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if not k.startswith(frozen)}
+        checkpoint["reward_normalization"] = self.reward.stats_state()
         checkpoint["kl_penalty"] = self.kl.state_dict()
         checkpoint["trust_region"] = self.trust_region.state_dict()
         checkpoint["score_shaping"] = self.score_shaping.state_dict()
@@ -569,17 +629,20 @@ class PPOModule(L.LightningModule):
         self.kl.load_state_dict(checkpoint.get("kl_penalty", checkpoint.get("kl_controller", {})))
         self.trust_region.load_state_dict(checkpoint.get("trust_region", {}))
         self.score_shaping.load_state_dict(checkpoint.get("score_shaping", {}))
+        self.reward.load_stats_state(checkpoint.get("reward_normalization", {}))
 
     def export_model(self):
         return self.policy
 
 
-def check_ppo_config(critic, critic_optimizer, reward_model, reward_fn, advantage, num_minibatches: int) -> None:
+def unscored_as_mean(total: torch.Tensor, scored: torch.Tensor) -> torch.Tensor:
+    """(B,) totals with the rows no component scored replaced by the mean of the scored ones."""
+    fill = total[scored].mean() if bool(scored.any()) else torch.tensor(0.0)
+    return torch.where(scored, total, fill)
+
+
+def check_ppo_config(critic, critic_optimizer, advantage, num_minibatches: int) -> None:
     """Refuse inconsistent PPO choices before any model runs."""
-    if (reward_model is None) == (reward_fn is None):
-        raise ConfigError(
-            "PPO needs exactly one reward source: module.reward_model or module.reward_fn (set the other to null)"
-        )
     if advantage.needs_critic and critic is None:
         raise ConfigError(
             f"advantage {type(advantage).__name__} needs a critic; set module.critic (e.g. ${{model.critic}})"

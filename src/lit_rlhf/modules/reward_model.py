@@ -10,7 +10,15 @@ from torchmetrics import MeanMetric
 from lit_rlhf.data.batches import PreferenceBatch
 from lit_rlhf.errors import ConfigError
 from lit_rlhf.losses.reward import reward_centering_penalty
-from lit_rlhf.modules.common import configure_optimizer, finite_or_skip, log_learning_rate, log_updated_metrics
+from lit_rlhf.modules.common import (
+    configure_optimizer,
+    finite_or_skip,
+    frozen_gold,
+    log_learning_rate,
+    log_updated_metrics,
+    with_frozen,
+    without_frozen,
+)
 from lit_rlhf.ops.forward import last_token_rewards, position_ids_from_mask, transformers_model
 from lit_rlhf.ops.logprobs import token_logprobs
 from lit_rlhf.ops.masking import last_true_index, masked_sum
@@ -141,7 +149,7 @@ class RewardModel(L.LightningModule):
         self.prefix_sharing, self.padding_free = prefix_sharing, padding_free
         self.padding_free_row_length = padding_free_row_length
         self.model, self.loss_fn, self.centering_coef, self.nll = model, loss, centering_coef, nll
-        self.tokenizer, self.gold_reward = tokenizer, gold_reward
+        self.tokenizer, self.gold_reward = tokenizer, frozen_gold(gold_reward)
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.skip_nonfinite_updates = skip_nonfinite_updates
         metric_names = ["loss", *PAIR_METRICS, "gold_accuracy", *(["nll"] if nll.needs_logprobs else [])]
@@ -234,12 +242,19 @@ class RewardModel(L.LightningModule):
         """
         gold = self.gold_reward(batch.prompts, batch.responses).to(chosen.device)
         gold_diff = gold[batch.better_idx] - gold[batch.worse_idx]
-        decided = gold_diff != 0
+        # Gold ties, and pairs the gold reward did not score (NaN), decide nothing.
+        decided = (gold_diff != 0) & ~torch.isnan(gold_diff)
         agree = torch.sign(chosen - rejected) == torch.sign(gold_diff)
         return agree[decided].float()
 
     def configure_optimizers(self):
         return configure_optimizer(self, self.model.parameters())
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["state_dict"] = without_frozen(checkpoint["state_dict"], ("gold_reward.",))
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        with_frozen(self, checkpoint["state_dict"], ("gold_reward.",))
 
     def export_model(self):
         return self.model

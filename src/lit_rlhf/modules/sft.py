@@ -10,9 +10,13 @@ from lit_rlhf.data.batches import SFTBatch
 from lit_rlhf.modules.common import (
     configure_optimizer,
     finite_or_skip,
+    frozen_gold,
     gold_of_samples,
     log_learning_rate,
     log_updated_metrics,
+    update_finite,
+    with_frozen,
+    without_frozen,
 )
 from lit_rlhf.ops.distributed import rank_share
 from lit_rlhf.ops.forward import sequence_logprobs
@@ -64,7 +68,7 @@ class SFTModule(L.LightningModule):
         if padding_free:
             check_takes_packed_rows(policy, "module.padding_free")
         self.padding_free, self.padding_free_row_length = padding_free, padding_free_row_length
-        self.policy, self.tokenizer, self.gold_reward = policy, tokenizer, gold_reward
+        self.policy, self.tokenizer, self.gold_reward = policy, tokenizer, frozen_gold(gold_reward)
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.sampling, self.val_sample_batches = sampling, val_sample_batches
         self.skip_nonfinite_updates, self.seed = skip_nonfinite_updates, seed
@@ -114,12 +118,18 @@ class SFTModule(L.LightningModule):
                 batch.prompts,
                 self.seed + batch_idx,
             )
-            metrics["gold_reward"].update(gold)
+            update_finite(metrics["gold_reward"], gold)
             metrics["response_length"].update(lengths)
         log_updated_metrics(self, metrics, "val", prog_bar=("loss", "gold_reward"))
 
     def configure_optimizers(self):
         return configure_optimizer(self, self.policy.parameters())
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["state_dict"] = without_frozen(checkpoint["state_dict"], ("gold_reward.",))
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        with_frozen(self, checkpoint["state_dict"], ("gold_reward.",))
 
     def export_model(self):
         """The model saved in HF format at the end of the run."""

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import torch
-from transformers import PreTrainedModel
+from transformers import LogitsProcessorList, PreTrainedModel
 
 from lit_rlhf.ops.masking import response_mask
 
@@ -87,8 +87,14 @@ def generate(
     sampling: SamplingConfig,
     stop_token_ids: Sequence[int],
     pad_token_id: int,
+    logits_processor: LogitsProcessorList | None = None,
 ) -> Generation:
-    """Sample one response per prompt row (repeat rows beforehand for several per prompt)."""
+    """Sample one response per prompt row (repeat rows beforehand for several per prompt).
+
+    Args:
+        logits_processor: extra processors for HF generate; they run before temperature, top-k and top-p
+            (the rollout engine's log-prob recorder reads the raw logits there).
+    """
     if sampling.temperature > 0:
         decoding = dict(do_sample=True, temperature=sampling.temperature, top_k=sampling.top_k, top_p=sampling.top_p)
     else:
@@ -102,6 +108,7 @@ def generate(
         eos_token_id=list(stop_token_ids),
         pad_token_id=pad_token_id,
         use_cache=True,
+        logits_processor=logits_processor,
     )
     response_ids = sequences[:, prompt_ids.shape[1] :]
     mask, has_stop = response_mask(response_ids, stop_token_ids)

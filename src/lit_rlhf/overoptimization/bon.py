@@ -24,9 +24,8 @@ from lit_rlhf.config import loggable_config
 from lit_rlhf.errors import ConfigError
 from lit_rlhf.loggers import close_loggers
 from lit_rlhf.modules.common import freeze, seeded_samples
-from lit_rlhf.ops.forward import last_token_rewards
 from lit_rlhf.ops.generation import SamplingConfig
-from lit_rlhf.overoptimization.ensemble import RewardEnsemble, reward_source
+from lit_rlhf.rewards import Completions, Reward, as_reward, columns_of_rows, repeat_columns
 
 log = logging.getLogger("lit_rlhf")
 
@@ -89,28 +88,26 @@ class BestOfN:
 
     Args:
         policy: the policy sampled from (e.g. the shipped SFT model).
-        reward_model: the proxy, a scalar-head model (or a list of them, aggregated like PPO's ensemble).
+        reward: the proxy (the `reward` group: a reward model, functions, verifiers or a mix); a sample no
+            component scores is never picked.
         sampling: how responses are sampled (PPO's validation settings by default).
         ns: the n to report, each ≤ max(ns).
         samples_per_pass: samples per prompt generated in one batched call (memory: rows = prompts × this).
         estimator: `subsets` (mean over all size-n subsets) or `first_n` (best of the first n samples).
         num_prompts: how many validation prompts (null = all).
         seed: seed of the sampling.
-        reward_aggregation, uncertainty_penalty: how a list of reward models is combined.
     """
 
     def __init__(
         self,
         policy,
-        reward_model,
+        reward: Reward,
         sampling: SamplingConfig,
         ns: list[int],
         samples_per_pass: int,
         estimator: str,
         num_prompts: int | None,
         seed: int,
-        reward_aggregation: str,
-        uncertainty_penalty: float,
     ):
         if estimator not in ESTIMATORS:
             raise ConfigError(f"unknown best-of-n estimator '{estimator}'; choose one of: {', '.join(ESTIMATORS)}")
@@ -119,19 +116,21 @@ class BestOfN:
         if max(ns) % samples_per_pass:
             raise ConfigError(f"max(bon.ns)={max(ns)} must be a multiple of bon.samples_per_pass={samples_per_pass}")
         self.policy = freeze(policy)
-        self.reward_model = freeze(reward_source(reward_model, reward_aggregation, uncertainty_penalty))
+        self.reward = freeze(reward)
         self.sampling, self.ns, self.samples_per_pass = sampling, sorted(ns), samples_per_pass
         self.estimator, self.num_prompts, self.seed = estimator, num_prompts, seed
 
     @torch.no_grad()
-    def proxy_score(self, sequences: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        if isinstance(self.reward_model, RewardEnsemble):
-            return self.reward_model.score(sequences, attention_mask)
-        return last_token_rewards(self.reward_model, sequences, attention_mask)
+    def proxy_score(self, samples: Completions) -> torch.Tensor:
+        """(B,) the proxy's total; -inf where no component scored a sample, so that it is never the pick."""
+        total = self.reward(samples).total
+        return torch.where(torch.isnan(total), torch.full_like(total, -math.inf), total)
 
     @torch.no_grad()
     def sample_rewards(self, tokenizer, datamodule, gold_reward) -> tuple[torch.Tensor, torch.Tensor]:
-        """(P, N) proxy and gold reward of N = max(ns) seeded samples for each of P validation prompts."""
+        """(P, N) proxy and gold reward of N = max(ns) seeded samples for each of P validation prompts (the gold
+        reward: a `Reward` or a plain function of prompts and completions)."""
+        gold_reward = as_reward(gold_reward)
         datamodule.setup("validate")
         total, proxies, golds, seen = max(self.ns), [], [], 0
         for batch_idx, batch in enumerate(datamodule.val_dataloader()):
@@ -139,9 +138,12 @@ class BestOfN:
                 keep = self.num_prompts - seen
                 if keep <= 0:
                     break
-                batch = type(batch)(batch.input_ids[:keep], batch.attention_mask[:keep], batch.prompts[:keep])
+                batch = type(batch)(
+                    batch.input_ids[:keep], batch.attention_mask[:keep], batch.prompts[:keep], batch.columns[:keep]
+                )
             size, repeats = len(batch.prompts), self.samples_per_pass
             prompts = [p for p in batch.prompts for _ in range(repeats)]
+            columns = repeat_columns(columns_of_rows(batch.columns), repeats)
             proxy, gold = [], []
             for chunk in range(total // repeats):
                 generation, responses = seeded_samples(
@@ -154,8 +156,17 @@ class BestOfN:
                     # Distinct draws for every batch and pass, the same for every run with this seed.
                     self.seed + 1000 * batch_idx + chunk,
                 )
-                proxy.append(self.proxy_score(generation.sequences, generation.attention_mask).view(size, repeats))
-                gold.append(gold_reward(prompts, responses).float().view(size, repeats))
+                samples = Completions(
+                    prompts,
+                    responses,
+                    columns,
+                    sequences=generation.sequences,
+                    attention_mask=generation.attention_mask,
+                    has_stop=generation.has_stop,
+                    lengths=generation.response_mask.sum(1),
+                )
+                proxy.append(self.proxy_score(samples).view(size, repeats))
+                gold.append(gold_reward(samples).total.float().view(size, repeats))
             proxies.append(torch.cat(proxy, 1))
             golds.append(torch.cat(gold, 1))
             seen += size
@@ -170,7 +181,7 @@ class BestOfN:
         rows = []
         for n in self.ns:
             best_proxy, best_gold = pick(proxy, gold, n)
-            rows.append(BonRow(n, bon_kl(n), float(best_proxy.mean()), float(best_gold.mean())))
+            rows.append(BonRow(n, bon_kl(n), float(best_proxy.mean()), float(best_gold.nanmean())))
         return rows
 
 
@@ -191,14 +202,21 @@ def read_bon_csv(path: Path) -> list[BonRow]:
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:
     """Run `cfg.evaluate` (a BestOfN): log `bon/*` for each n (step = n) and write `bon.csv` in the output dir."""
+    if cfg.gold_reward is None:
+        raise ConfigError(
+            "best-of-n measures the gold reward of the proxy's pick, and this run has none: the data has no gold "
+            "reward of its own; set one with gold_reward=function gold_reward.fn=<my_pkg.my_module.my_fn> "
+            "(or gold_reward=model, math, exact)"
+        )
     tokenizer = instantiate(cfg.model.tokenizer)
     datamodule = instantiate(cfg.data, tokenizer=tokenizer)
+    gold_reward = instantiate(cfg.gold_reward)
     evaluator: BestOfN = instantiate(cfg.evaluate)
     loggers = [instantiate(node) for node in (cfg.logger or {}).values()]
     for logger in loggers:
         logger.log_hyperparams(loggable_config(cfg))
     try:
-        proxy, gold = evaluator.sample_rewards(tokenizer, datamodule, datamodule.gold_reward)
+        proxy, gold = evaluator.sample_rewards(tokenizer, datamodule, gold_reward)
         rows = evaluator.frontier(proxy, gold)
         for row in rows:
             metrics = {"bon/n": row.n, "bon/kl": row.kl, "bon/reward": row.proxy, "bon/gold_reward": row.gold}

@@ -89,8 +89,8 @@ def max_gold_reward() -> float:
 class GoldReward:
     """Batched gold reward, a drop-in programmatic reward (Hydra: `_target_` with no arguments)."""
 
-    def __call__(self, prompts: Sequence[str], responses: Sequence[str]) -> torch.Tensor:
-        """Return the gold rewards, shape (B,) float32."""
+    def __call__(self, prompts: Sequence[str], responses: Sequence[str], **columns) -> torch.Tensor:
+        """Return the gold rewards, shape (B,) float32 (a reward function: other data columns are not needed)."""
         if len(prompts) != len(responses):
             raise ValueError(f"got {len(prompts)} prompts but {len(responses)} responses")
         return torch.tensor([gold_reward(p, r) for p, r in zip(prompts, responses)], dtype=torch.float32)

@@ -63,32 +63,39 @@ def _under(key: str, prefixes) -> bool:
     return any(key == prefix or key.startswith(prefix + ".") for prefix in prefixes)
 
 
-def compared_settings(cfg: DictConfig) -> dict[str, Any]:
-    """Dotted key -> resolved value of every setting a resumed run must share with its checkpoint.
+def compared_settings(cfg: DictConfig) -> tuple[dict[str, Any], list[str]]:
+    """Every setting a resumed run must share with its checkpoint: dotted key -> resolved value, and the keys
+    whose value only repeats another's (an interpolation such as `module.optimizer.lr: ${model.learning_rate.dpo}`,
+    or anything under one).
 
-    A value that only repeats another (an interpolation such as `module.seed: ${seed}`) is compared where
-    it is set, so a difference is reported once, under the key the user changed.
+    A difference at a key that repeats another's in both runs is reported once, where it is set; a key the user
+    set directly in one of the runs (`module.optimizer.lr=0.01`) is reported itself.
     """
     settings: dict[str, Any] = {}
+    repeated: list[str] = []
 
-    def walk(node: DictConfig, prefix: str) -> None:
+    def walk(node: DictConfig, prefix: str, inherited: bool) -> None:
         for key in node.keys():
             path = f"{prefix}.{key}" if prefix else str(key)
-            if _under(path, NOT_COMPARED) or OmegaConf.is_interpolation(node, key):
+            if _under(path, NOT_COMPARED):
                 continue
+            interpolated = inherited or OmegaConf.is_interpolation(node, key)
             if OmegaConf.is_missing(node, key):
-                settings[path] = "???"
-                continue
-            value = node[key]
-            if isinstance(value, DictConfig):
-                walk(value, path)
-            elif isinstance(value, ListConfig):
-                settings[path] = OmegaConf.to_container(value, resolve=True)
+                value = "???"
             else:
-                settings[path] = value
+                try:
+                    value = node[key]
+                except Exception:  # an interpolation that does not resolve (an unused asset): compared as written
+                    value = str(node._get_node(key)._value())
+            if isinstance(value, DictConfig):
+                walk(value, path, interpolated)
+                continue
+            settings[path] = OmegaConf.to_container(value, resolve=True) if isinstance(value, ListConfig) else value
+            if interpolated:
+                repeated.append(path)
 
-    walk(cfg, "")
-    return settings
+    walk(cfg, "", False)
+    return settings, repeated
 
 
 def stage_of(cfg: DictConfig) -> str:
@@ -103,9 +110,11 @@ def adapter_of(cfg: DictConfig) -> str:
 
 def run_record(cfg: DictConfig) -> dict:
     """What a checkpoint records of its run: the resolved config, the compared settings, stage and adapter."""
+    settings, repeated = compared_settings(cfg)
     return {
         "config": loggable_config(cfg),
-        "settings": compared_settings(cfg),
+        "settings": settings,
+        "repeated": repeated,
         "stage": stage_of(cfg),
         "adapter": adapter_of(cfg),
         "task_name": str(cfg.task_name),
@@ -171,7 +180,10 @@ def check_resume(cfg: DictConfig, checkpoint: dict, path: str) -> None:
             f"ckpt_path {path} was trained with {choice.get(record['adapter'], record['adapter'])} but this run has "
             f"{choice.get(adapter, adapter)}; resume with {choice.get(record['adapter'], record['adapter'])}"
         )
-    differences = changed_settings(record["settings"], compared_settings(cfg), list(cfg.resume.allow_changes))
+    current, repeated = compared_settings(cfg)
+    skipped = set(record["repeated"]) & set(repeated)  # repeats in both runs: compared where they are set
+    allowed = list(cfg.resume.allow_changes)
+    differences = changed_settings(record["settings"], current, allowed, skipped)
     if differences:
         raise ConfigError(difference_table(path, differences))
 
@@ -179,9 +191,9 @@ def check_resume(cfg: DictConfig, checkpoint: dict, path: str) -> None:
 _ABSENT = "(absent)"
 
 
-def changed_settings(saved: dict, current: dict, allowed: list[str]) -> list[tuple[str, Any, Any]]:
-    """(key, checkpoint value, current value) for every setting that differs and is not allowed to."""
-    keys = sorted(set(saved) | set(current))
+def changed_settings(saved: dict, current: dict, allowed: list[str], skipped: set[str]) -> list[tuple[str, Any, Any]]:
+    """(key, checkpoint value, current value) for every setting that differs, is not allowed to and not skipped."""
+    keys = sorted((set(saved) | set(current)) - skipped)
     return [
         (key, saved.get(key, _ABSENT), current.get(key, _ABSENT))
         for key in keys

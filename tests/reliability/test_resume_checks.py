@@ -43,8 +43,12 @@ def refusal(experiment: str, output: Path, overrides: list[str]) -> str:
 def test_the_checkpoint_records_the_resolved_config(rm_checkpoint):
     record = torch.load(rm_checkpoint, map_location="cpu", weights_only=True)[RECORD]
     assert record["stage"] == "RewardModel" and record["adapter"] == "FullFineTuning"
-    assert record["config"]["module"]["optimizer"]["lr"] == record["settings"]["module.optimizer.lr"] == 1e-3
-    assert record["settings"]["data.batch_size"] == 4
+    # The learning rate is set per model (model.learning_rate.reward) and repeated by module.optimizer.lr.
+    settings = record["settings"]
+    assert record["config"]["module"]["optimizer"]["lr"] == settings["model.learning_rate.reward"]
+    assert settings["module.optimizer.lr"] == settings["model.learning_rate.reward"]
+    assert "module.optimizer.lr" in record["repeated"] and "model.learning_rate.reward" not in record["repeated"]
+    assert settings["data.batch_size"] == 4
 
 
 def test_changed_settings_stop_with_a_table_unless_named_as_intended(tmp_path, rm_checkpoint):

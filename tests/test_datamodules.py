@@ -143,6 +143,7 @@ def test_datamodule_refuses_a_batch_size_below_one(key, value):
             val_split=None,
             val_fraction=0.1,
             seed=0,
+            data_seed=0,
             **NO_CORPUS,
             **sizes,
         )
@@ -165,6 +166,7 @@ def test_long_ppo_prompts_are_cut_and_reported_once_per_split(caplog):
         val_split="validation",
         val_fraction=0.05,
         seed=0,
+        data_seed=0,
         **NO_CORPUS,
     )
     with caplog.at_level(logging.WARNING, logger="lit_rlhf"):
@@ -264,6 +266,7 @@ def test_rankings_give_all_pairs_with_margins_from_scores(tiny_tokenizer):
         val_split="validation",
         val_fraction=0.05,
         seed=0,
+        data_seed=0,
         **LOADING,
     )
     datamodule.setup("fit")
@@ -440,6 +443,7 @@ def embedded_prompts_with_corpus(tokenizer) -> PromptDataModule:
         val_split="validation",
         val_fraction=0.05,
         seed=0,
+        data_seed=0,
         pretrain_source=EmbeddedPretrainCorpus(seed=0),
         mix_pretraining=True,
         pretrain_batch_size=4,

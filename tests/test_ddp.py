@@ -34,7 +34,10 @@ def trained(tmp_path_factory):
         output, _ = run.communicate(timeout=600)
         assert run.returncode == 0, output[-3000:]
     return {
-        world: (torch.load(out / f"world{world}.pt"), json.loads((out / f"world{world}.json").read_text()))
+        world: (
+            torch.load(out / f"world{world}.pt", weights_only=True),
+            json.loads((out / f"world{world}.json").read_text()),
+        )
         for world in (1, 2)
     }
 
@@ -85,7 +88,7 @@ def test_ppo_under_ddp_from_the_command_line_leaves_one_checkpoint_and_one_expor
     )
     assert result.returncode == 0, result.stderr[-3000:]
     run = tmp_path / "run"
-    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["last.ckpt"]
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == [".lit_rlhf", "last.ckpt"]  # + our marker
     assert (run / "export" / "model.safetensors").is_file()
     assert any("val/gold_reward" in row for row in read_metrics(run))
     assert (result.stdout + result.stderr).count("checkpoint: ") == 1, "only rank 0 reports"

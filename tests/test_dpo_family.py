@@ -150,7 +150,7 @@ def test_bco_baseline_is_saved_in_and_restored_from_the_checkpoint(tmp_path):
     state = first.module.loss_fn.state_dict()["bco_pair"]
     assert state["batches"] == 2 and state["reward_mean"] != 0.0
     checkpoint = tmp_path / "first" / "checkpoints" / "last.ckpt"
-    assert torch.load(checkpoint, weights_only=False)["dpo_loss_state"] == {"bco_pair": state}
+    assert torch.load(checkpoint, weights_only=True)["dpo_loss_state"] == {"bco_pair": state}
     # Resumed for a second epoch of 2 batches, δ keeps averaging over all 4 instead of restarting.
     resumed_overrides = [*overrides, f"ckpt_path={checkpoint}", "trainer.max_epochs=2"]
     resumed = build(compose_config("dpo", tmp_path / "resumed", resumed_overrides))

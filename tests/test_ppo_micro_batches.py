@@ -9,6 +9,7 @@ from conftest import compose_config
 from test_ignored_choices import fixed_generation, perturb, ppo_with
 
 import lit_rlhf.modules.ppo as ppo_module
+from lit_rlhf.errors import ConfigError
 from lit_rlhf.train import build
 
 
@@ -118,9 +119,11 @@ def test_without_the_shares_micro_batches_would_differ(tmp_path, monkeypatch):
 
 
 def test_a_bad_micro_batch_size_is_refused(tmp_path):
-    run = build(compose_config("ppo_kl", tmp_path, ["module.rollout_micro_batch_size=0"]))
+    # In the config, before anything is built (lit_rlhf.checks); and by the chunking itself.
+    with pytest.raises(ConfigError, match=r"module.rollout_micro_batch_size must be an integer >= 1 or null, got 0"):
+        build(compose_config("ppo_kl", tmp_path, ["module.rollout_micro_batch_size=0"]))
     with pytest.raises(ValueError, match="micro-batch size"):
-        ppo_module.row_chunks(8, run.module.rollout_micro_batch_size)
+        ppo_module.row_chunks(8, 0)
 
 
 def test_chunks_of_different_response_widths_concatenate_with_padding():

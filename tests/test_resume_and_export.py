@@ -9,6 +9,7 @@ from conftest import compose_config
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
 from lit_rlhf.callbacks.export import save_pretrained_atomically
+from lit_rlhf.errors import OutputError
 from lit_rlhf.train import build, fit
 
 RESUME = [
@@ -89,7 +90,8 @@ def test_failed_export_leaves_the_previous_one_intact(tmp_path):
     target = tmp_path / "export"
     target.mkdir()
     (target / "config.json").write_text("{}")
-    with pytest.raises(OSError, match="disk full"):
+    (target / ".lit_rlhf").write_text('{"kind": "export"}')  # an earlier export of ours
+    with pytest.raises(OutputError, match="disk full"):
         save_pretrained_atomically(Broken(), None, target)
-    assert sorted(p.name for p in target.iterdir()) == ["config.json"]
+    assert sorted(p.name for p in target.iterdir()) == [".lit_rlhf", "config.json"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["export"], "the temporary folder was left behind"

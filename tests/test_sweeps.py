@@ -79,7 +79,7 @@ def test_a_failed_job_is_reported_and_the_others_keep_their_results(tmp_path):
     assert "1 of 3 jobs failed" in result.stderr
     # Reported as it happens (the job's log goes to the console), with its overrides and the error.
     [report] = [line for line in (result.stdout + result.stderr).splitlines() if "job 1 failed" in line]
-    assert "data.batch_size=-1" in report and "data.batch_size must be a positive integer, got -1" in report
+    assert "data.batch_size=-1" in report and "data.batch_size must be an integer >= 1, got -1" in report
     sweep = sweep_dir_of(tmp_path, "rm_tiny")
     summary = json.loads((sweep / "sweep_summary.json").read_text())
     assert [job["status"] for job in summary] == ["COMPLETED", "FAILED", "COMPLETED"]

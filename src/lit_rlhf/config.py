@@ -1,5 +1,6 @@
 """Config plumbing: where the shipped configs live, the resolvers (`${asset:NAME}`, `${sweep_group:}`,
-`${run_name:}`, `${first_set:A,B}`, `${if_gold:A,B}`, `${if_verifier:A,B}`), and checks before anything is built."""
+`${run_name:}`, `${first_set:A,B}`, `${if_gold:A,B}`, `${if_verifier:A,B}`, `${run_folder:}`), and checks before
+anything is built."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from lit_rlhf.errors import ConfigError
+from lit_rlhf.outputs import marker_kind
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 ASSETS_DIR = PACKAGE_DIR / "assets"
@@ -52,6 +54,19 @@ def run_name(task_name: str) -> str:
     return f"{task_name}-{hydra_cfg.job.num}" if hydra_cfg else task_name
 
 
+def run_folder(ckpt_path: str | None, default: str) -> str:
+    """`hydra.run.dir`: the run folder that holds `ckpt_path`, so a resumed run continues there; else `default`.
+
+    The run folder is the checkpoint's folder or its parent, whichever carries our run marker
+    (`lit_rlhf.outputs`); a checkpoint elsewhere (copied, or from an older lit-rlhf) starts a new folder.
+    """
+    if ckpt_path and ckpt_path != "last":
+        for folder in list(Path(ckpt_path).expanduser().resolve().parents)[:2]:
+            if marker_kind(folder) == "run":
+                return str(folder)
+    return default
+
+
 def first_set(*values):
     """The first value that is not null (e.g. a critic starts from the reward model, else from the policy)."""
     return next((value for value in values if value is not None), None)
@@ -77,6 +92,7 @@ def register_resolvers() -> None:
         ("asset", asset_path),
         ("sweep_group", sweep_group),
         ("run_name", run_name),
+        ("run_folder", run_folder),
         ("first_set", first_set),
         ("if_gold", if_gold),
         ("if_verifier", if_verifier),

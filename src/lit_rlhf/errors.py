@@ -1,6 +1,6 @@
 """Errors that reach the user as one clear message instead of a stack trace.
 
-`lit_rlhf.train` catches `UserError` and prints only its message, so every raise
+`lit_rlhf.command` catches `UserError` and prints only its message, so every raise
 must name the problem and, where there is one, the list of valid choices.
 """
 
@@ -18,4 +18,8 @@ class ConfigError(UserError):
 
 
 class NonFiniteError(UserError):
-    """A loss, reward or advantage became NaN/inf during training."""
+    """A loss, reward, advantage, gradient or weight became NaN/inf during training."""
+
+
+class OutputError(UserError):
+    """A folder or file the run cannot write (read-only, full, in use) or must not touch (not ours)."""

@@ -16,6 +16,7 @@ from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from hydra.utils import instantiate  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
+from lit_rlhf.command import run_command  # noqa: E402
 from lit_rlhf.config import CONFIG_MODULE, check_embedded_task, loggable_config, register_resolvers  # noqa: E402
 from lit_rlhf.data.datamodules import eval_loader  # noqa: E402
 from lit_rlhf.errors import ConfigError  # noqa: E402
@@ -24,7 +25,6 @@ from lit_rlhf.evaluation.outputs import print_table, write_json, write_jsonl  # 
 from lit_rlhf.loggers import close_loggers  # noqa: E402
 from lit_rlhf.models.loading import check_model_paths, load_causal_lm, load_tokenizer  # noqa: E402
 from lit_rlhf.rewards import as_reward  # noqa: E402
-from lit_rlhf.train import exit_on_user_error  # noqa: E402
 
 register_resolvers()
 log = logging.getLogger("lit_rlhf")
@@ -119,12 +119,16 @@ def evaluate(cfg: DictConfig) -> Evaluation:
     return result
 
 
+def run(cfg: DictConfig) -> float | None:
+    check_embedded_task(cfg, list(HydraConfig.get().overrides.task), dict(HydraConfig.get().runtime.choices))
+    metrics = evaluate(cfg).metrics
+    return metrics.get(cfg.optimized_metric)
+
+
 @hydra.main(version_base="1.3", config_path=CONFIG_MODULE, config_name="evaluate")
 def main(cfg: DictConfig) -> float | None:
-    with exit_on_user_error():
-        check_embedded_task(cfg, list(HydraConfig.get().overrides.task), dict(HydraConfig.get().runtime.choices))
-        metrics = evaluate(cfg).metrics
-        return metrics.get(cfg.optimized_metric)
+    # One-line errors, signals, the run folder claimed and locked, status.json (lit_rlhf.command).
+    return run_command(cfg, run, "evaluate")
 
 
 if __name__ == "__main__":

@@ -24,13 +24,13 @@ from hydra.utils import instantiate  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
+from lit_rlhf.command import run_command  # noqa: E402
 from lit_rlhf.config import CONFIG_MODULE, check_embedded_task, register_resolvers  # noqa: E402
 from lit_rlhf.data.records import PromptRecord  # noqa: E402
 from lit_rlhf.errors import ConfigError  # noqa: E402
 from lit_rlhf.evaluation.generate import generate_completions  # noqa: E402
 from lit_rlhf.evaluation.outputs import write_jsonl  # noqa: E402
 from lit_rlhf.models.loading import check_model_paths  # noqa: E402
-from lit_rlhf.train import exit_on_user_error  # noqa: E402
 
 register_resolvers()
 log = logging.getLogger("lit_rlhf")
@@ -70,12 +70,16 @@ def generate(cfg: DictConfig) -> Path:
     return output
 
 
+def run(cfg: DictConfig) -> None:
+    check_embedded_task(cfg, list(HydraConfig.get().overrides.task), dict(HydraConfig.get().runtime.choices))
+    with torch.no_grad():
+        generate(cfg)
+
+
 @hydra.main(version_base="1.3", config_path=CONFIG_MODULE, config_name="generate")
 def main(cfg: DictConfig) -> None:
-    with exit_on_user_error():
-        check_embedded_task(cfg, list(HydraConfig.get().overrides.task), dict(HydraConfig.get().runtime.choices))
-        with torch.no_grad():
-            generate(cfg)
+    # One-line errors, signals, the run folder claimed and locked, status.json (lit_rlhf.command).
+    run_command(cfg, run, "generate")
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ from pathlib import Path
 import yaml
 
 from lit_rlhf.errors import DataError
-from lit_rlhf.wandb_history import read_offline_run
+from lit_rlhf.wandb_history import read_offline_run, run_folders
 
 SOURCES = ("auto", "wandb", "csv")
 
@@ -74,11 +74,14 @@ def _load_run(run_dir: Path, source: str) -> RunHistory | None:
     if _is_wandb_run_dir(run_dir):
         rows = [_numeric(row) for row in read_offline_run(run_dir).history]
         return RunHistory(run_dir, _overrides_of(run_dir.parent.parent), rows, "wandb")
-    wandb_runs = sorted(run_dir.glob("wandb/offline-run-*")) + sorted(run_dir.glob("wandb/run-*"))
+    wandb_runs = run_folders(run_dir / "wandb")
     csv_file = run_dir / "csv" / "metrics.csv"
     if source in ("auto", "wandb") and wandb_runs:
-        # A run folder holds one W&B run; should it hold more, the names sort by start time: take the latest.
-        rows = [_numeric(row) for row in read_offline_run(wandb_runs[-1]).history]
+        # A run folder holds one W&B run, in one part per resumption (the same id, started later); should it
+        # hold other runs too, the latest run's parts are read, in order.
+        latest_id = wandb_runs[-1][1]
+        parts = [folder for folder, run_id in wandb_runs if run_id == latest_id]
+        rows = [_numeric(row) for part in parts for row in read_offline_run(part).history]
         return RunHistory(run_dir, _overrides_of(run_dir), rows, "wandb")
     if source in ("auto", "csv") and csv_file.exists():
         return RunHistory(run_dir, _overrides_of(run_dir), read_csv_rows(csv_file), "csv")

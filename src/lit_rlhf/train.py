@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-import sys
+import re
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 
 # Nothing in a run may reach a model or dataset hub unless the user opts in.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -17,11 +17,15 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import hydra  # noqa: E402
 import lightning as L  # noqa: E402
 from hydra.core.hydra_config import HydraConfig  # noqa: E402
-from hydra.types import RunMode  # noqa: E402
 from hydra.utils import instantiate  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
+from lit_rlhf import signals  # noqa: E402
+from lit_rlhf.callbacks.finite_guard import NonFiniteGuard  # noqa: E402
 from lit_rlhf.callbacks.run_length import RunLength  # noqa: E402
+from lit_rlhf.callbacks.stop_on_signal import StopOnSignal  # noqa: E402
+from lit_rlhf.checks import check_settings, check_suspect_rows  # noqa: E402
+from lit_rlhf.command import exit_on_user_error, find_user_error, run_command  # noqa: E402
 from lit_rlhf.config import (  # noqa: E402
     CONFIG_MODULE,
     check_compatible,
@@ -29,13 +33,16 @@ from lit_rlhf.config import (  # noqa: E402
     loggable_config,
     register_resolvers,
 )
-from lit_rlhf.errors import UserError  # noqa: E402
+from lit_rlhf.errors import OutputError  # noqa: E402
 from lit_rlhf.loggers import close_loggers  # noqa: E402
 from lit_rlhf.models.loading import check_model_paths  # noqa: E402
+from lit_rlhf.outputs import check_folder, claim_folder  # noqa: E402
 from lit_rlhf.overoptimization.bon import evaluate  # noqa: E402
+from lit_rlhf.resume import RunRecord, check_resume, check_weights_fit, read_checkpoint, run_record  # noqa: E402
 
 register_resolvers()
 log = logging.getLogger("lit_rlhf")
+__all__ = ["Run", "build", "exit_on_user_error", "find_user_error", "fit", "main", "optimized_value", "train"]
 
 
 class _DropLightningTips(logging.Filter):
@@ -64,11 +71,20 @@ class Run:
     datamodule: L.LightningDataModule
     loggers: list
     run_length: RunLength
+    ckpt_path: str | None  # the checkpoint this run continues from (`ckpt_path=last` resolved), if any
 
 
 def build(cfg: DictConfig) -> Run:
-    """Instantiate tokenizer, data, module, callbacks, loggers and trainer from `cfg`."""
+    """Check the settings, outputs and checkpoint, then instantiate tokenizer, data, module, callbacks,
+    loggers and trainer from `cfg`."""
     quiet_third_party_noise()
+    check_settings(cfg)
+    record = run_record(cfg)  # first: instantiating the module resolves some of the config's interpolations in place
+    ckpt_path = resolve_ckpt_path(cfg)
+    checkpoint = read_checkpoint(ckpt_path) if ckpt_path is not None else None
+    if checkpoint is not None:
+        check_resume(cfg, checkpoint, ckpt_path)  # before any model loads
+    check_training_outputs(cfg, ckpt_path)
     L.seed_everything(cfg.seed, workers=True)
     check_model_paths(cfg.module)
     if cfg.gold_reward is not None:
@@ -77,12 +93,63 @@ def build(cfg: DictConfig) -> Run:
     datamodule = instantiate(cfg.data, tokenizer=tokenizer)
     module = instantiate(cfg.module, tokenizer=tokenizer, gold_reward=instantiate(cfg.gold_reward))
     check_compatible(module, datamodule)
+    if checkpoint is not None:
+        check_weights_fit(module, checkpoint, ckpt_path)
+        del checkpoint
+    datamodule.setup("fit")
+    check_suspect_rows(datamodule, cfg.refuse_suspect_rows)
     callbacks = [instantiate(node) for node in (cfg.callbacks or {}).values()]
     loggers = [instantiate(node) for node in (cfg.logger or {}).values()]
     length_overrides, run_length = run_length_settings(cfg.trainer, module, datamodule)
+    # The guard first (broken weights stop the run before a checkpoint saves them), the signal stop last
+    # (after the checkpoint callback had its turn at the step).
     check_reward_columns(module, datamodule)
-    trainer = instantiate(cfg.trainer, callbacks=[*callbacks, run_length], logger=loggers or False, **length_overrides)
-    return Run(cfg, trainer, module, datamodule, loggers, run_length)
+    callbacks = [NonFiniteGuard(), *callbacks, RunRecord(record), run_length, StopOnSignal()]
+    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, **length_overrides)
+    return Run(cfg, trainer, module, datamodule, loggers, run_length, ckpt_path)
+
+
+# The token cache's entries (`data/tokenized.py`: `<kind>-<fingerprint>`, `.building-*` while tokenizing).
+CACHE_ENTRIES = re.compile(r"^([a-z_]+-[0-9a-f]{16}|\.building-.*)$")
+
+
+def setting_of(node: DictConfig, key: str, fallback: str) -> str:
+    """The override that moves `node.key`: the key it interpolates (`${paths.export_dir}`), else `fallback`."""
+    raw = node._get_node(key)._value()
+    match = re.fullmatch(r"\$\{([\w.]+)\}", raw) if isinstance(raw, str) else None
+    return match[1] if match else fallback
+
+
+def resolve_ckpt_path(cfg: DictConfig) -> str | None:
+    """`ckpt_path`, with `last` meaning this run folder's `last.ckpt` when one exists (a requeued job), else none."""
+    if cfg.ckpt_path != "last":
+        return cfg.ckpt_path
+    callbacks = cfg.callbacks or {}
+    folder = callbacks.checkpoint.dirpath if "checkpoint" in callbacks else cfg.paths.checkpoint_dir
+    last = Path(folder).expanduser() / "last.ckpt"
+    if last.exists():
+        log.info("ckpt_path=last: continuing from %s", last)
+        return str(last)
+    log.info("ckpt_path=last: no %s yet, starting from the beginning", last)
+    return None
+
+
+def check_training_outputs(cfg: DictConfig, ckpt_path: str | None) -> None:
+    """Before any work: every folder a callback writes (checkpoints, export) is new, empty or ours; a checkpoint
+    an earlier run left there is continued, never overwritten; the token cache folder is claimed."""
+    for name, node in (cfg.callbacks or {}).items():
+        if "dirpath" not in node:
+            continue
+        folder = check_folder(node.dirpath, name, setting_of(node, "dirpath", f"callbacks.{name}.dirpath"))
+        earlier = folder / "last.ckpt"
+        if earlier.exists() and (ckpt_path is None or Path(ckpt_path).expanduser().resolve() != earlier):
+            raise OutputError(
+                f"{earlier} holds the checkpoint of an earlier run; continue that run with ckpt_path={earlier}, "
+                "or train into another folder (hydra.run.dir=...)"
+            )
+    if "cache_dir" in cfg.data:
+        setting = setting_of(cfg.data, "cache_dir", "data.cache_dir")
+        claim_folder(cfg.data.cache_dir, "token cache", setting, adoptable=lambda name: bool(CACHE_ENTRIES.match(name)))
 
 
 def check_reward_columns(module, datamodule) -> None:
@@ -135,29 +202,24 @@ def fit(run: Run) -> dict[str, float]:
     cfg, trainer = run.cfg, run.trainer
     for logger in run.loggers:
         logger.log_hyperparams(loggable_config(cfg))
-    if cfg.validate_before_fit and cfg.ckpt_path is None:
-        trainer.validate(run.module, datamodule=run.datamodule, verbose=False)
     try:
-        trainer.fit(run.module, datamodule=run.datamodule, ckpt_path=cfg.ckpt_path)
+        if cfg.validate_before_fit and run.ckpt_path is None:
+            trainer.validate(run.module, datamodule=run.datamodule, verbose=False)
+        # Checkpoints load safely: plain tensors and containers only, no code from a pickle.
+        trainer.fit(run.module, datamodule=run.datamodule, ckpt_path=run.ckpt_path, weights_only=True)
+        # A signal that came after the last step (the end-of-training checkpoint was already written).
+        signals.raise_if_received("after training ended (its checkpoint and export were written)")
         # Every run ends on a validation, so its val/ metrics (and a search's objective) describe the final weights.
         if cfg.validate_after_fit and run.run_length.needs_final_validation(trainer):
             trainer.validate(run.module, datamodule=run.datamodule, verbose=False)
+    except signals.Interrupted as stop:
+        close_loggers(run.loggers, "failed", stop.exit_code)
+        raise
     except BaseException:
         close_loggers(run.loggers, "failed")
         raise
     close_loggers(run.loggers, "success")
     return {name: float(value) for name, value in trainer.callback_metrics.items()}
-
-
-def find_user_error(error: BaseException) -> UserError | None:
-    """The UserError behind `error`, if any (Hydra and OmegaConf wrap what targets and resolvers raise)."""
-    seen = set()
-    while error is not None and id(error) not in seen:
-        if isinstance(error, UserError):
-            return error
-        seen.add(id(error))
-        error = error.__cause__ or error.__context__
-    return None
 
 
 def optimized_value(cfg: DictConfig, metrics: dict[str, float]) -> float | None:
@@ -180,30 +242,18 @@ def optimized_value(cfg: DictConfig, metrics: dict[str, float]) -> float | None:
     return metrics[cfg.optimized_metric]
 
 
-@contextlib.contextmanager
-def exit_on_user_error():
-    """Inside a Hydra main: a UserError ends the run with one line on stderr and exit code 2, not a stack
-    trace; inside a multirun it fails the job alone (Hydra records it and the sweep goes on)."""
-    try:
-        yield
-    except Exception as error:
-        user_error = find_user_error(error)
-        if user_error is None:
-            raise
-        if HydraConfig.get().mode == RunMode.MULTIRUN:
-            raise user_error from None
-        print(f"error: {user_error}", file=sys.stderr)
-        sys.exit(2)
+def train(cfg: DictConfig) -> float | None:
+    """Train (or, for an evaluation experiment, evaluate) and return the value a search optimizes."""
+    check_embedded_task(cfg, list(HydraConfig.get().overrides.task), dict(HydraConfig.get().runtime.choices))
+    if "evaluate" in cfg:
+        # An evaluation experiment (+experiment=bon_frontier) names what it runs; nothing is trained.
+        return optimized_value(cfg, evaluate(cfg))
+    return optimized_value(cfg, fit(build(cfg)))
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_MODULE, config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    with exit_on_user_error():
-        check_embedded_task(cfg, list(HydraConfig.get().overrides.task), dict(HydraConfig.get().runtime.choices))
-        if "evaluate" in cfg:
-            # An evaluation experiment (+experiment=bon_frontier) names what it runs; nothing is trained.
-            return optimized_value(cfg, evaluate(cfg))
-        return optimized_value(cfg, fit(build(cfg)))
+    return run_command(cfg, train, "train")
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ since its Go core, no Python reader, so this is the few lines it takes.
 from __future__ import annotations
 
 import json
+import re
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -33,6 +34,21 @@ class OfflineRun:
     group: str = ""
     config: dict = field(default_factory=dict)
     history: list[dict] = field(default_factory=list)
+    exit_code: int | None = None  # how the run ended (0: finished); None while it runs or if it was killed
+
+
+# `[offline-]run-<YYYYMMDD_HHMMSS>-<id>`, with `-<n>` appended when a folder of that name exists already.
+_RUN_FOLDER = re.compile(r"^(?:offline-)?run-(\d{8}_\d{6})-([A-Za-z0-9]+)(?:-(\d+))?$")
+
+
+def run_folders(wandb_dir: Path) -> list[tuple[Path, str]]:
+    """(folder, run id) of every W&B run folder in `wandb_dir`, in the order they were started."""
+    found = []
+    for folder in Path(wandb_dir).glob("*run-*"):
+        match = _RUN_FOLDER.match(folder.name)
+        if match and folder.is_dir():
+            found.append(((match[1], int(match[3] or 0)), folder, match[2]))
+    return [(folder, run_id) for _, folder, run_id in sorted(found)]
 
 
 def record_payloads(path: Path) -> Iterator[bytes]:
@@ -87,4 +103,6 @@ def read_offline_run(path: Path) -> OfflineRun:
             run.config.update(_items(record.config.update))
         elif kind == "history":
             run.history.append(_items(record.history.item))
+        elif kind == "exit":
+            run.exit_code = record.exit.exit_code
     return run

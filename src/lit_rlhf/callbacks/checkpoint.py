@@ -3,7 +3,8 @@
 Lightning's ModelCheckpoint counts `global_step`, which under manual optimisation
 (PPO) counts every optimizer step of actor and critic; we count training batches
 instead (one batch = one PPO iteration), and replace `last.ckpt` only once the
-new file is complete.
+new file is complete. A checkpoint holding a NaN or inf (weights, optimizer moments)
+is never written, and a full or read-only disk is one line with no temporary file left.
 """
 
 from __future__ import annotations
@@ -16,6 +17,11 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import torch
+
+from lit_rlhf.errors import NonFiniteError
+from lit_rlhf.ops.distributed import every_rank
+from lit_rlhf.ops.finite import nonfinite_names
+from lit_rlhf.outputs import claim_folder, temporary_beside
 
 log = logging.getLogger("lit_rlhf")
 
@@ -53,17 +59,21 @@ class ResumableCheckpoint(L.Callback):
         self.dirpath = Path(dirpath)
         self.every_n_batches = every_n_batches
         self._rng_to_restore: dict | None = None
+        self.saved_after: int | None = None  # training batches done when `last.ckpt` was last written
 
     @property
     def last_path(self) -> Path:
         return self.dirpath / "last.ckpt"
 
     def save(self, trainer: L.Trainer) -> None:
-        tmp = self.dirpath / f".last.ckpt.tmp{os.getpid()}"
-        trainer.save_checkpoint(tmp)
-        if trainer.is_global_zero:
-            os.replace(tmp, self.last_path)
+        if trainer.is_global_zero:  # created with our marker, so a resumed run may write here again
+            claim_folder(self.dirpath, "checkpoint", "callbacks.checkpoint.dirpath")
+        with temporary_beside(self.last_path, "the checkpoint") as temporary:
+            trainer.save_checkpoint(temporary)
+            if trainer.is_global_zero:
+                os.replace(temporary, self.last_path)
         trainer.strategy.barrier()
+        self.saved_after = trainer.fit_loop.total_batch_idx + 1
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if (trainer.fit_loop.total_batch_idx + 1) % self.every_n_batches == 0:
@@ -75,6 +85,12 @@ class ResumableCheckpoint(L.Callback):
             log.info("checkpoint: %s", self.last_path)
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
+        broken = nonfinite_names({key: checkpoint.get(key) for key in ("state_dict", "optimizer_states")})
+        if not every_rank(not broken):
+            raise NonFiniteError(
+                f"refusing to save a checkpoint with non-finite values ({', '.join(broken[:3]) or 'on another rank'}"
+                f"{', ...' if len(broken) > 3 else ''}); {self.last_path} keeps the last finite state"
+            )
         checkpoint["rng_states"] = capture_rng_states()
 
     def on_load_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:

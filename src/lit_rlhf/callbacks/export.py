@@ -1,39 +1,35 @@
 """Save the trained model and tokenizer in HF format at the end of a run, atomically.
 
 A LoRA-trained model is saved merged (plain transformers loads it) with its adapter in `adapter/`.
+The export folder is written beside its target and swapped in; it replaces only an earlier export
+(a folder holding our marker), never a folder of someone else's, and never holds a NaN or inf.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 
 import lightning as L
 
+from lit_rlhf.errors import NonFiniteError
 from lit_rlhf.models.adapters import save_trained_model
+from lit_rlhf.ops.finite import nonfinite_names
+from lit_rlhf.outputs import replace_folder_atomically
 
 
-def save_pretrained_atomically(model, tokenizer, dirpath: Path) -> None:
-    """Write into a sibling temp folder, then swap it in: a crash never leaves a half-written export."""
-    dirpath = dirpath.resolve()
-    dirpath.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dirpath.with_name(f".{dirpath.name}.tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        save_trained_model(model, tmp)
+def save_pretrained_atomically(model, tokenizer, dirpath: Path, setting: str = "paths.export_dir") -> Path:
+    """Write into a sibling temp folder, then swap it in: a crash never leaves a half-written export.
+
+    Args:
+        setting: the override that moves the export, named if the folder is refused.
+    """
+
+    def write(folder: Path) -> None:
+        save_trained_model(model, folder)
         if tokenizer is not None:
-            tokenizer.save_pretrained(tmp)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if dirpath.exists():
-        old = dirpath.with_name(f".{dirpath.name}.old{os.getpid()}")
-        os.replace(dirpath, old)
-        os.replace(tmp, dirpath)
-        shutil.rmtree(old)
-    else:
-        os.replace(tmp, dirpath)
+            tokenizer.save_pretrained(folder)
+
+    return replace_folder_atomically(dirpath, write, "export", setting)
 
 
 class HFExport(L.Callback):
@@ -45,6 +41,12 @@ class HFExport(L.Callback):
     def on_fit_end(self, trainer, pl_module) -> None:
         if trainer.interrupted or not trainer.is_global_zero:
             return
-        save_pretrained_atomically(pl_module.export_model(), pl_module.tokenizer, self.dirpath)
+        model = pl_module.export_model()
+        broken = nonfinite_names(dict(model.state_dict()))
+        if broken:
+            raise NonFiniteError(
+                f"refusing to export a model with non-finite weights ({', '.join(broken[:3])}); nothing was written"
+            )
+        path = save_pretrained_atomically(model, pl_module.tokenizer, self.dirpath)
         # Printed, not logged: the path must reach the user whatever the logging config.
-        print(f"exported the trained model (HF format) to {self.dirpath.resolve()}")
+        print(f"exported the trained model (HF format) to {path}")

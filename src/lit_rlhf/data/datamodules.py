@@ -38,6 +38,7 @@ from lit_rlhf.data.collate import (
     collate_sft_window,
 )
 from lit_rlhf.data.prompts import jsonable_columns
+from lit_rlhf.data.record_checks import fresh_datasets_cache, read_records, suspect_row_counts
 from lit_rlhf.data.records import PreferenceRecord, RankedRecord, SFTRecord
 from lit_rlhf.data.sharding import ShardedShuffle, evaluation_shard
 from lit_rlhf.data.tokenization import check_lengths, report_truncation
@@ -57,7 +58,7 @@ from lit_rlhf.data.tokenized import (
     table_path,
 )
 from lit_rlhf.data.windows import AccumulationWindows, WindowedRows, response_token_counts
-from lit_rlhf.errors import ConfigError, DataError
+from lit_rlhf.errors import ConfigError, DataError, OutputError
 
 log = logging.getLogger("lit_rlhf")
 
@@ -109,19 +110,30 @@ def resolve_val_split(source, train_split: str, val_split: str | None, val_fract
 def load_train_val(
     source, train_split: str, val_split: str | None, val_fraction: float, seed: int
 ) -> tuple[list, list]:
-    """Records of the training split and of a validation split, or a seeded hold-out of `val_fraction`."""
+    """Records of the training split and of a validation split, or a hold-out of `val_fraction` drawn with
+    `seed` (the data seed: the same validation set whatever the run's seed)."""
     val_split = resolve_val_split(source, train_split, val_split, val_fraction)
     return _load_records(source, train_split, val_split, val_fraction, seed)
 
 
 def _load_records(source, train_split: str, val_split: str | None, val_fraction: float, seed: int):
-    train = source.load(train_split)
+    train = read_records(source, train_split)
     if val_split is not None:
-        return train, source.load(val_split)
+        val = read_records(source, val_split)
+        _require_records(train, f"the '{train_split}' split has no records")
+        _require_records(val, f"the '{val_split}' validation split has no records")
+        return train, val
     order = list(range(len(train)))
     random.Random(seed).shuffle(order)
     held_out = set(order[: max(1, int(len(train) * val_fraction))])
-    return [r for i, r in enumerate(train) if i not in held_out], [r for i, r in enumerate(train) if i in held_out]
+    kept = [r for i, r in enumerate(train) if i not in held_out], [r for i, r in enumerate(train) if i in held_out]
+    _require_records(
+        kept[0],
+        f"the '{train_split}' split has {len(train)} record(s): holding out data.val_fraction={val_fraction} of them "
+        "(at least one) for validation leaves none for training; add records, or name a validation split "
+        "(data.val_split)",
+    )
+    return kept
 
 
 def train_loader(
@@ -152,9 +164,9 @@ def data_parallel_place(datamodule: L.LightningDataModule) -> tuple[int, int]:
     return datamodule.trainer.global_rank, datamodule.trainer.world_size
 
 
-def _require_records(records: list, split: str) -> None:
+def _require_records(records: list, problem: str) -> None:
     if not records:
-        raise DataError(f"the {split} split has no records")
+        raise DataError(problem)
 
 
 def as_prompt_response(record) -> tuple[str, str]:
@@ -201,6 +213,7 @@ class RecordDataModule(L.LightningDataModule):
         val_split: str | None,
         val_fraction: float,
         seed: int,
+        data_seed: int,
         num_workers: int,
         cache_dir: str,
         num_proc: int,
@@ -222,32 +235,44 @@ class RecordDataModule(L.LightningDataModule):
             seed,
         )
         self.cache_dir, self.num_proc = cache_dir, num_proc
+        # `seed` shuffles the training order; `data_seed` draws the data itself (the held-out validation set),
+        # so runs at different seeds validate on the same examples.
+        self.data_seed = data_seed
         self.splits = (train_split, val_split, val_fraction)
         self.train_items = None
         self.val_items = None
+        self.suspect_rows: dict[str, int] = {}
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_items is not None:
             return
         train_split, val_split, val_fraction = self.splits
         val_split = resolve_val_split(self.source, train_split, val_split, val_fraction)
-        # The hold-out depends on the seed and fraction; a real validation split does not.
-        split_key = (train_split, val_split) if val_split is not None else (train_split, val_fraction, self.seed)
+        # The hold-out depends on the data seed and fraction; a real validation split does not.
+        split_key = (train_split, val_split) if val_split is not None else (train_split, val_fraction, self.data_seed)
         paths = {split: self.table_path(split, split_key) for split in TRAIN_VAL}
         missing = {split: path for split, path in paths.items() if not is_saved(path)}
         if missing:  # a second run with the same data, tokenizer and lengths reads no records at all
 
             def load_columns() -> dict[str, dict[str, list]]:
-                train, val = _load_records(self.source, train_split, val_split, val_fraction, self.seed)
-                _require_records(train, "train")
-                _require_records(val, "validation")
+                with fresh_datasets_cache(self.source, self.cache_dir):
+                    train, val = _load_records(self.source, train_split, val_split, val_fraction, self.data_seed)
                 return {"train": self.columns(train), "validation": self.columns(val)}
 
-            build_tables(missing, load_columns, self.features, self.encoder(), self.num_proc, f"tokenizing {self.kind}")
+            description = f"tokenizing {self.kind}"
+            try:
+                build_tables(missing, load_columns, self.features, self.encoder(), self.num_proc, description)
+            except OSError as error:
+                reason = error.strerror or str(error)
+                raise OutputError(
+                    f"cannot write the token cache under {self.cache_dir}: {reason}; free space, or move it with "
+                    "paths.cache_dir=..."
+                ) from error
         self.train_items = self.rows(load_table(paths["train"]), first_id=0)
         self.val_items = self.rows(load_table(paths["validation"]), first_id=self.num_ids(self.train_items))
         for split, items in (("train", self.train_items), ("validation", self.val_items)):
             self.report(items, split)
+        self.suspect_rows = suspect_row_counts(self.train_items.table, self.val_items.table)
 
     def table_path(self, split: str, split_key: tuple):
         """Where the tokenized table of one split is cached: its fingerprint names it."""
@@ -471,7 +496,7 @@ class PromptDataModule(RecordDataModule):
 
             def load_columns() -> dict[str, dict[str, list]]:
                 lines = self.pretrain_source.load("train")
-                _require_records(lines, "pretraining")
+                _require_records(lines, "the pretraining corpus has no records")
                 return {"train": {"prompt": [""] * len(lines), "responses": [[r.response] for r in lines]}}
 
             encode = functools.partial(

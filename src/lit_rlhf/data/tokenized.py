@@ -2,8 +2,9 @@
 
 A split is tokenized once with `datasets.map` (batched, `data.num_proc` processes, with a progress bar)
 and saved under `<data.cache_dir>/<kind>-<fingerprint>`. The fingerprint covers the data (the source's
-settings and, for local files, their names, sizes and modification times), the tokenizer, the length
-limits and this package's data code, so any change tokenizes afresh; a second run memory-maps the
+settings and, for local files, their names and a hash of their bytes: a file rewritten with the same size
+and time still tokenizes afresh), the tokenizer, the length limits and this package's data code, so any
+change tokenizes afresh; a second run memory-maps the
 saved table and reads no records at all. Token ids then live in Arrow buffers on disk, not in Python
 lists: HH-RLHF-size data sets up in a fraction of the memory.
 
@@ -50,18 +51,25 @@ def _package_code_hash(module_name: str) -> str:
     return digest.hexdigest()
 
 
-def _local_files(path: str) -> list[tuple[str, int, int]]:
-    """(name, size, mtime) of a local file or of every file under a local folder; [] for anything else."""
+def content_hash(file: Path) -> str:
+    """SHA-256 of a file's bytes, read in 1 MiB blocks (about a second per GB)."""
+    digest = hashlib.sha256()
+    with open(file, "rb") as stream:
+        while block := stream.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _local_files(path: str) -> list[tuple[str, str]]:
+    """(name, content hash) of a local file or of every file under a local folder; [] for anything else.
+
+    The bytes, not the size and modification time: a rewrite that keeps both must not serve stale rows.
+    """
     root = Path(os.path.expanduser(path))
     if root.is_file():
-        stat = root.stat()
-        return [(str(root.resolve()), stat.st_size, stat.st_mtime_ns)]
+        return [(str(root.resolve()), content_hash(root))]
     if root.is_dir():
-        return [
-            (str(file.resolve()), file.stat().st_size, file.stat().st_mtime_ns)
-            for file in sorted(root.rglob("*"))
-            if file.is_file()
-        ]
+        return [(str(file.resolve()), content_hash(file)) for file in sorted(root.rglob("*")) if file.is_file()]
     return []
 
 

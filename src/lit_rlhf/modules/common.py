@@ -13,6 +13,7 @@ from torchmetrics import Metric
 
 from lit_rlhf.errors import NonFiniteError
 from lit_rlhf.ops.distributed import every_rank
+from lit_rlhf.ops.finite import gradients_finite
 from lit_rlhf.ops.generation import Generation, SamplingConfig, decode_responses, generate
 from lit_rlhf.rewards import as_reward
 
@@ -62,20 +63,30 @@ def all_finite(*tensors: torch.Tensor) -> bool:
     return all(bool(torch.isfinite(t).all()) for t in tensors)
 
 
-def handle_nonfinite(what: str, step: int, skip: bool) -> None:
-    """Stop the run with a message naming the step, or warn that the update is skipped."""
+def handle_nonfinite(what: str, step: int, skip: bool, hint: str = "") -> None:
+    """Stop the run with a message naming the step (and `hint`, a further remedy), or warn that the update
+    is skipped."""
     if not skip:
         raise NonFiniteError(
             f"non-finite {what} at step {step}; nothing was trained on it. "
-            "Lower the learning rate, or set module.skip_nonfinite_updates=true to skip such updates"
+            f"Lower the learning rate{hint}, or set module.skip_nonfinite_updates=true to skip such updates"
         )
     log.warning("skipping the update at step %d: non-finite %s", step, what)
 
 
-def finite_or_skip(what: str, step: int, skip: bool, *tensors: torch.Tensor) -> bool:
+def finite_or_skip(what: str, step: int, skip: bool, *tensors: torch.Tensor, hint: str = "") -> bool:
     """True when every tensor is finite on every rank; otherwise stop the run, or warn and return False
     (skip this update). All ranks decide together, so none steps while another skips."""
     if every_rank(all_finite(*tensors)):
+        return True
+    handle_nonfinite(what, step, skip, hint)
+    return False
+
+
+def finite_gradients_or_skip(what: str, step: int, skip: bool, parameters: Sequence[nn.Parameter]) -> bool:
+    """Before an optimizer step: True when every gradient is finite on every rank; otherwise stop the run, or
+    warn and return False, and the caller drops the step (a finite loss can still give a NaN gradient)."""
+    if every_rank(gradients_finite(parameters)):
         return True
     handle_nonfinite(what, step, skip)
     return False

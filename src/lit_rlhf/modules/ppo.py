@@ -36,6 +36,7 @@ from lit_rlhf.modules.common import (
     StdMetric,
     build_optimizer,
     disable_dropout,
+    finite_gradients_or_skip,
     finite_or_skip,
     freeze,
     log_updated_metrics,
@@ -437,7 +438,8 @@ class PPOModule(L.LightningModule):
                 # Actor and critic have disjoint parameters, so one backward of the sum gives each its own
                 # gradient; under DDP every trained parameter then takes part in each backward pass.
                 loss = loss + value_loss
-            if not finite_or_skip("PPO loss", self.global_step, self.skip_nonfinite_updates, loss):
+            hint = self.kl.overflow_hint
+            if not finite_or_skip("PPO loss", self.global_step, self.skip_nonfinite_updates, loss, hint=hint):
                 for model in models:
                     model.zero_grad(set_to_none=True)
                 return None
@@ -446,6 +448,17 @@ class PPOModule(L.LightningModule):
                 sums[name] += float(value)
                 counts[name] += 1
         return {name: total / counts[name] for name, total in sums.items()}
+
+    def gradients_finite_or_skip(self) -> bool:
+        """Before actor and critic step: every rank's gradients finite, or the step of both dropped (their
+        gradients cleared, so weights and optimizer states stay untouched) or the run stopped."""
+        models = [model for model in (self.policy, self.critic) if model is not None]
+        trained = [p for model in models for p in model.parameters() if p.requires_grad]
+        if finite_gradients_or_skip("PPO gradient", self.global_step, self.skip_nonfinite_updates, trained):
+            return True
+        for model in models:
+            model.zero_grad(set_to_none=True)
+        return False
 
     def optimizer_step(self, optimizer) -> None:
         """Clip the accumulated gradients and step; then free them."""
@@ -470,7 +483,7 @@ class PPOModule(L.LightningModule):
             order = torch.randperm(len(experience), device=self.device)
             for index in order[: minibatch_size * self.num_minibatches].split(minibatch_size):
                 metrics = self.accumulate_gradients(experience.select(index), pretrain)
-                if metrics is None:
+                if metrics is None or not self.gradients_finite_or_skip():
                     skipped += 1
                     continue
                 self.optimizer_step(actor_opt)
@@ -522,7 +535,8 @@ class PPOModule(L.LightningModule):
         experience, metrics, prompts, responses = rolled_out
         rollout_seconds = time.perf_counter() - started
         rollout_tensors = (experience.scores, experience.advantages)
-        if not finite_or_skip("reward or advantage", self.global_step, self.skip_nonfinite_updates, *rollout_tensors):
+        step, skip, hint = self.global_step, self.skip_nonfinite_updates, self.kl.overflow_hint
+        if not finite_or_skip("reward or advantage", step, skip, *rollout_tensors, hint=hint):
             return None
         # Every rank's rollouts have the same size, so the mean of the ranks' means is the global mean.
         self.kl.update(mean_over_ranks(float(metrics["kl"])), n_samples=len(experience) * world_size())

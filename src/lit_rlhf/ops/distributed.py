@@ -48,6 +48,16 @@ def mean_over_ranks(value: float) -> float:
     return total_over_ranks(value) / world_size()
 
 
+def max_over_ranks(value: float) -> float:
+    """The largest of a Python number over ranks (e.g. a signal only some ranks received)."""
+    if world_size() == 1:
+        return float(value)
+    largest = torch.tensor(float(value), dtype=torch.float64)
+    largest = largest.to(_collective_device(largest))
+    dist.all_reduce(largest, op=dist.ReduceOp.MAX)
+    return float(largest)
+
+
 def every_rank(flag: bool) -> bool:
     """True only when `flag` holds on every rank: a decision all ranks take together (no rank falls behind)."""
     return total_over_ranks(float(not flag)) == 0.0

@@ -56,18 +56,23 @@ def kl_k2(logprobs: Tensor, ref_logprobs: Tensor) -> Tensor:
     return 0.5 * (logprobs - ref_logprobs).square()
 
 
-def kl_k3(logprobs: Tensor, ref_logprobs: Tensor) -> Tensor:
+def kl_k3(logprobs: Tensor, ref_logprobs: Tensor, clamp: float | None = None) -> Tensor:
     """k3 = π_ref/π - 1 - log(π_ref/π) (Schulman 2020, "Approximating KL Divergence").
 
-    Unbiased for tokens sampled from π and never negative.
+    Unbiased for tokens sampled from π and never negative. e^{-x} overflows float32 once the policy gives a
+    token e^{88} times less probability than the reference (x < -88); `clamp` bounds x to [-clamp, clamp]
+    first (OpenRLHF clamps at 10, verl at 20), which biases only such tokens.
 
     Args:
         logprobs: (B, T); ref_logprobs: (B, T).
+        clamp: bound on |log π - log π_ref|, or None for the exact estimator.
 
     Returns:
         (B, T), ≥ 0.
     """
     log_ratio = logprobs - ref_logprobs
+    if clamp is not None:
+        log_ratio = log_ratio.clamp(-clamp, clamp)
     return torch.expm1(-log_ratio) + log_ratio  # expm1 keeps precision when π ≈ π_ref
 
 
@@ -99,6 +104,7 @@ class K1Estimator:
     """k1 = log π - log π_ref: unbiased, can be negative (Schulman 2020, "Approximating KL Divergence")."""
 
     needs_logits: bool = False
+    overflow_hint: str = ""  # no exponential to overflow
 
     def __call__(
         self, logprobs: Tensor, ref_logprobs: Tensor, logits: Tensor | None = None, ref_logits: Tensor | None = None
@@ -110,6 +116,7 @@ class AbsEstimator:
     """|log π - log π_ref| (TRL's "abs"; Schulman 2020, "Approximating KL Divergence")."""
 
     needs_logits: bool = False
+    overflow_hint: str = ""  # no exponential to overflow
 
     def __call__(
         self, logprobs: Tensor, ref_logprobs: Tensor, logits: Tensor | None = None, ref_logits: Tensor | None = None
@@ -121,6 +128,7 @@ class K2Estimator:
     """k2 = ½ (log π - log π_ref)² (TRL's "mse"; Schulman 2020, "Approximating KL Divergence")."""
 
     needs_logits: bool = False
+    overflow_hint: str = ""  # no exponential to overflow
 
     def __call__(
         self, logprobs: Tensor, ref_logprobs: Tensor, logits: Tensor | None = None, ref_logits: Tensor | None = None
@@ -129,20 +137,33 @@ class K2Estimator:
 
 
 class K3Estimator:
-    """k3 = e^{-x} - 1 + x: unbiased and ≥ 0 (Schulman 2020, "Approximating KL Divergence")."""
+    """k3 = e^{-x} - 1 + x: unbiased and ≥ 0 (Schulman 2020, "Approximating KL Divergence").
+
+    Args:
+        clamp: bound on |x| before the exponential (`regularizer.kl.estimator.clamp`), or None: exact.
+    """
 
     needs_logits: bool = False
+
+    def __init__(self, clamp: float | None):
+        self.clamp = clamp
 
     def __call__(
         self, logprobs: Tensor, ref_logprobs: Tensor, logits: Tensor | None = None, ref_logits: Tensor | None = None
     ) -> Tensor:
-        return kl_k3(logprobs, ref_logprobs)
+        return kl_k3(logprobs, ref_logprobs, self.clamp)
+
+    @property
+    def overflow_hint(self) -> str:
+        """How to keep the exponential finite, for a non-finite stop's message ("" once clamped)."""
+        return "" if self.clamp is not None else ", clamp the k3 estimator (regularizer.kl.estimator.clamp=20)"
 
 
 class FullEstimator:
     """Exact per-position KL over the vocabulary; needs both models' logits (TRL's "full")."""
 
     needs_logits: bool = True
+    overflow_hint: str = ""  # no exponential to overflow
 
     def __call__(
         self, logprobs: Tensor, ref_logprobs: Tensor, logits: Tensor | None = None, ref_logits: Tensor | None = None

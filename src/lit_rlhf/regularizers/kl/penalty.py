@@ -40,6 +40,12 @@ class _KLPenalty:
         return self.controller.value if self.controller is not None else 0.0
 
     @property
+    def overflow_hint(self) -> str:
+        """A remedy the estimator offers when values overflow (", clamp the k3 estimator (...)"), for a
+        non-finite stop's message; "" if none."""
+        return self.estimator.overflow_hint
+
+    @property
     def needs_logits(self) -> bool:
         """Whether `measure` needs both models' (B, T, V) logits (the exact estimator), so a rollout keeps them."""
         return self.estimator.needs_logits

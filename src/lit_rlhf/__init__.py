@@ -18,6 +18,7 @@ SUBPACKAGES = (
     "callbacks",
     "data",
     "evaluation",
+    "generation",
     "losses",
     "models",
     "modules",

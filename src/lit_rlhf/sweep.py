@@ -16,6 +16,7 @@ import logging
 import os
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -86,10 +87,15 @@ def open_storage(url: str):
     import optuna
 
     engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
-    try:
-        return optuna.storages.RDBStorage(url, engine_kwargs=engine)
-    except Exception as error:  # SQLAlchemy's errors for a bad URL or an unreachable server
-        raise ConfigError(f"cannot open the study storage {url}: {error}") from None
+    # Workers that open a fresh SQLite file at once race to create its tables; the loser sees a
+    # UNIQUE-constraint error, and its second try finds the tables made.
+    for attempt in range(3):
+        try:
+            return optuna.storages.RDBStorage(url, engine_kwargs=engine)
+        except Exception as error:  # SQLAlchemy's errors for a bad URL or an unreachable server
+            if attempt == 2 or "UNIQUE constraint" not in str(error):
+                raise ConfigError(f"cannot open the study storage {url}: {error}") from None
+            time.sleep(0.5 * (attempt + 1))
 
 
 def write_atomically(path: Path, text: str) -> None:

@@ -21,7 +21,7 @@ from lit_rlhf.models.loading import load_tokenizer
 from lit_rlhf.ops.forward import sequence_token_logprobs
 from lit_rlhf.train import build, fit
 
-LOADING = {"seed": 0, "num_workers": 0, "num_proc": 1}
+LOADING = {"seed": 0, "data_seed": 0, "num_workers": 0, "num_proc": 1}
 
 
 @pytest.fixture(scope="module")
@@ -266,7 +266,10 @@ def test_an_sft_row_without_usable_fields_names_the_line(tmp_path, tokenizer):
 
 
 def test_a_users_model_with_the_embedded_tasks_data_is_refused_unless_chosen(tmp_path):
-    cfg = compose_config("grpo", tmp_path, ["model=hf", f"model.name_or_path={asset_path('tiny-sft')}"])
+    users_model = ["model=hf", f"model.name_or_path={asset_path('tiny-sft')}"]
+    with pytest.raises(ConfigError, match="data=prompts data.path=FILE"):  # lit_rlhf.compose checks it too
+        compose_config("grpo", tmp_path, users_model)
+    cfg = compose_config("grpo", tmp_path, [*users_model, "data=task_prompts"])
     choices = {"model": "hf", "data": "task_prompts"}
     with pytest.raises(ConfigError, match="data=prompts data.path=FILE"):
         check_embedded_task(cfg, ["+experiment=grpo", "model=hf"], choices)

@@ -1,7 +1,8 @@
 """lit-rlhf: reward models, PPO and DPO as PyTorch Lightning modules composed with Hydra.
 
 `__all__` is the public surface: the subpackages (each with its own `__all__`), the four stage modules,
-the reward mix and the errors that reach the user as one line. Names load on first use, so
+the reward mix, `compose` (a run config, as the command line makes it; `lit_rlhf.train.train(cfg)` runs it)
+and the errors that reach the user as one line. Names load on first use, so
 `import lit_rlhf` (which every Hydra plugin of this package triggers) does not import torch.
 """
 
@@ -29,8 +30,9 @@ SUBPACKAGES = (
     "rl",
     "task",
 )
-# name -> the subpackage it comes from
+# name -> the module it comes from
 LAZY_NAMES = {
+    "compose": "config",
     "DPOModule": "modules",
     "PPOModule": "modules",
     "RewardModel": "modules",
@@ -48,8 +50,10 @@ __all__ = [
     "SFTModule",
     "UserError",
     "callbacks",
+    "compose",
     "data",
     "evaluation",
+    "generation",
     "losses",
     "models",
     "modules",
@@ -79,6 +83,7 @@ if TYPE_CHECKING:
         callbacks,
         data,
         evaluation,
+        generation,
         losses,
         models,
         modules,
@@ -89,5 +94,6 @@ if TYPE_CHECKING:
         rl,
         task,
     )
+    from lit_rlhf.config import compose
     from lit_rlhf.modules import DPOModule, PPOModule, RewardModel, SFTModule
     from lit_rlhf.rewards import Reward

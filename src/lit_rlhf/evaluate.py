@@ -12,7 +12,6 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import hydra  # noqa: E402
 import lightning as L  # noqa: E402
-from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from hydra.utils import instantiate  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
@@ -120,7 +119,7 @@ def evaluate(cfg: DictConfig) -> Evaluation:
 
 
 def run(cfg: DictConfig) -> float | None:
-    check_embedded_task(cfg, list(HydraConfig.get().overrides.task), dict(HydraConfig.get().runtime.choices))
+    check_embedded_task(cfg)
     metrics = evaluate(cfg).metrics
     return metrics.get(cfg.optimized_metric)
 

@@ -19,7 +19,6 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import hydra  # noqa: E402
 import lightning as L  # noqa: E402
 import torch  # noqa: E402
-from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from hydra.utils import instantiate  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 from tqdm import tqdm  # noqa: E402
@@ -71,7 +70,7 @@ def generate(cfg: DictConfig) -> Path:
 
 
 def run(cfg: DictConfig) -> None:
-    check_embedded_task(cfg, list(HydraConfig.get().overrides.task), dict(HydraConfig.get().runtime.choices))
+    check_embedded_task(cfg)
     with torch.no_grad():
         generate(cfg)
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import _toolkit as toolkit
 
-from lit_rlhf.data.sources import HHRLHFSource
+from lit_rlhf.data.preferences import HHRLHFSource
 from lit_rlhf.models.loading import load_tokenizer
 from lit_rlhf.task.sources import EmbeddedPreferencePairs
 

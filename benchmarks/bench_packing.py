@@ -85,7 +85,7 @@ def short_task_case(pairs: int, stage: str):
     from pathlib import Path
 
     sys.path.insert(0, str(Path(__file__).parent))
-    import _toolkit as toolkit
+    from toolkit import common as toolkit
 
     from lit_rlhf.config import asset_path
     from lit_rlhf.models.loading import load_causal_lm, load_reward_model, load_tokenizer

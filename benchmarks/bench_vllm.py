@@ -25,8 +25,8 @@ import time
 
 os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
 
-import _toolkit as toolkit  # noqa: E402
 import torch  # noqa: E402
+from toolkit import common as toolkit  # noqa: E402
 
 from lit_rlhf.config import asset_path  # noqa: E402
 from lit_rlhf.generation import HFEngine, VLLMEngine  # noqa: E402

@@ -22,7 +22,7 @@ from optuna.trial import TrialState
 from sqlalchemy.exc import SQLAlchemyError
 
 from lit_rlhf import plot
-from lit_rlhf.sweep import open_storage
+from lit_rlhf.search.study import open_storage
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

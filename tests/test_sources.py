@@ -16,8 +16,8 @@ import pytest
 import tokenizers
 import transformers
 
+from lit_rlhf.data.preferences import HHRLHFSource, JsonlPreferenceSource
 from lit_rlhf.data.records import PreferenceRecord
-from lit_rlhf.data.sources import HHRLHFSource, JsonlPreferenceSource
 from lit_rlhf.errors import DataError
 
 # <|role|>content</s> per message; the generation prompt opens an assistant turn.

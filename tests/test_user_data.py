@@ -13,9 +13,9 @@ import pytest
 from conftest import CLI_FAST, cli, compose_config
 
 from lit_rlhf.config import USER_DATA, asset_path, check_embedded_task
-from lit_rlhf.data.datamodules import PromptDataModule, SFTDataModule, eval_loader
-from lit_rlhf.data.demonstrations import SFTFileSource
-from lit_rlhf.data.prompts import PromptFileSource
+from lit_rlhf.data.demonstrations import SFTDataModule, SFTFileSource
+from lit_rlhf.data.prompts import PromptDataModule, PromptFileSource
+from lit_rlhf.data.record_datamodule import eval_loader
 from lit_rlhf.errors import ConfigError, DataError
 from lit_rlhf.models.loading import load_tokenizer
 from lit_rlhf.ops.forward import sequence_token_logprobs

@@ -16,6 +16,7 @@ from lit_rlhf.errors import ConfigError, DataError, UserError
 __version__ = "0.1.0"
 
 SUBPACKAGES = (
+    "analysis",
     "callbacks",
     "data",
     "evaluation",
@@ -28,6 +29,7 @@ SUBPACKAGES = (
     "regularizers",
     "rewards",
     "rl",
+    "search",
     "task",
 )
 # name -> the module it comes from
@@ -49,6 +51,7 @@ __all__ = [
     "RewardModel",
     "SFTModule",
     "UserError",
+    "analysis",
     "callbacks",
     "compose",
     "data",
@@ -62,6 +65,7 @@ __all__ = [
     "regularizers",
     "rewards",
     "rl",
+    "search",
     "task",
 ]
 
@@ -80,6 +84,7 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:
     from lit_rlhf import (
+        analysis,
         callbacks,
         data,
         evaluation,
@@ -92,6 +97,7 @@ if TYPE_CHECKING:
         regularizers,
         rewards,
         rl,
+        search,
         task,
     )
     from lit_rlhf.config import compose

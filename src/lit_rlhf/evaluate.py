@@ -17,7 +17,7 @@ from omegaconf import DictConfig  # noqa: E402
 
 from lit_rlhf.command import run_command  # noqa: E402
 from lit_rlhf.config import CONFIG_MODULE, check_embedded_task, loggable_config, register_resolvers  # noqa: E402
-from lit_rlhf.data.datamodules import eval_loader  # noqa: E402
+from lit_rlhf.data.record_datamodule import eval_loader  # noqa: E402
 from lit_rlhf.errors import ConfigError  # noqa: E402
 from lit_rlhf.evaluation.evaluate import Evaluation, Evaluator, Reference  # noqa: E402
 from lit_rlhf.evaluation.outputs import print_table, write_json, write_jsonl  # noqa: E402

@@ -12,13 +12,13 @@ import copy
 import functools
 from unittest import mock
 
-import _toolkit as toolkit
 import torch
 
 from lit_rlhf.data.collate import pad_right
 from lit_rlhf.data.tokenization import encode_prompts
 from lit_rlhf.models.loading import load_causal_lm, load_reward_model, load_tokenizer
 from lit_rlhf.ops.masking import masked_sum
+from toolkit import common as toolkit
 
 
 # ------------------------------------------------------------------------------------- RLOO and GRPO

@@ -27,7 +27,6 @@ for _name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE", "
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch  # noqa: E402
-from _flops import FlopCounter, flop_summary, matmul_peak  # noqa: E402, F401 (matmul_peak: for bench_trl.py)
 
 # Only the light parts of lit-rlhf here (no Lightning, no Hydra): TRL's side imports this module too.
 from lit_rlhf.data.collate import PromptItem, collate_prompts  # noqa: E402
@@ -38,8 +37,12 @@ from lit_rlhf.ops.forward import causal_lm_logits  # noqa: E402
 from lit_rlhf.ops.generation import SamplingConfig  # noqa: E402
 from lit_rlhf.task.gold_reward import GoldReward  # noqa: E402
 from lit_rlhf.task.sources import EmbeddedPrompts  # noqa: E402
+from toolkit.flops import FlopCounter, flop_summary, matmul_peak  # noqa: E402, F401 (matmul_peak: for bench_trl.py)
 
-BENCHMARKS = Path(__file__).resolve().parent
+BENCHMARKS = Path(__file__).resolve().parents[1]
+# Where every benchmark writes its results: outside the tree (outputs/ is ignored); the docs' Results pages
+# summarise them.
+RESULTS = BENCHMARKS.parent / "outputs" / "benchmarks"
 SEED = 0
 # As the data configs: the embedded task's sequences (prompt <= 16 tokens, prompt + response <= 45) fit whole.
 MAX_LENGTH, MAX_PROMPT_LENGTH = 64, 24

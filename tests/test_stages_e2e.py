@@ -186,7 +186,10 @@ def test_the_presets_train_any_hf_causal_lm_by_path(tmp_path, tiny_gpt2, experim
     if experiment == "ppo_kl":
         # No trained reward model for this GPT-2: the gold reward scores; the critic starts from the policy.
         overrides = [*overrides, "reward=function", "reward.fn=lit_rlhf.task.gold_reward.GoldReward"]
-    run = build(compose_config(experiment, tmp_path, ["model=hf", f"model.name_or_path={tiny_gpt2}", *overrides]))
+    # The embedded task's data, chosen explicitly: with a user's model it is refused otherwise.
+    data = {"sft": "task_sft", "rm": "task_pairs", "dpo": "task_pairs", "ppo_kl": "task_prompts"}[experiment]
+    users_model = ["model=hf", f"model.name_or_path={tiny_gpt2}", f"data={data}"]
+    run = build(compose_config(experiment, tmp_path, [*users_model, *overrides]))
     if experiment == "ppo_kl":
         assert run.cfg.model.critic.name_or_path == str(tiny_gpt2), "no reward model: the critic is the policy's"
     assert run.cfg.optimized_metric != "val/gold_reward" or run.cfg.gold_reward is not None

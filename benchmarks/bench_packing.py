@@ -181,7 +181,7 @@ def bench_shape(name: str, model, batch, objective, rounds: int, device: str) ->
                 "path": path,
                 "slots": slots(path),
                 "median_s": statistics.median(seconds[path]),
-                "saved_mib": saved_bytes(lambda: step(path)) / 2**20,
+                "saved_mib": saved_bytes(lambda path=path: step(path)) / 2**20,
                 "cuda_peak_mib": peak,
             }
         )

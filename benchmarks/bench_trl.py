@@ -139,7 +139,7 @@ def main(argv=None) -> int:
             importlib.import_module(comparison.trl_module)
         except ImportError as error:
             setup = f"run `bash benchmarks/setup_trl.sh`, then {comparison.venv}/bin/python"
-            raise SystemExit(f"{algo} needs {comparison.trl_module} ({error}): {setup}")
+            raise SystemExit(f"{algo} needs {comparison.trl_module} ({error}): {setup}") from None
     environment = toolkit.environment(args.threads) | {"load_average_at_start": os.getloadavg()}
     rows, flop_rows, failed = [], [], False
     with tempfile.TemporaryDirectory(prefix="lit-rlhf-bench-") as workdir:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import ast
 import csv
+import inspect
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -16,11 +19,11 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # One token cache per test session: tests share tokenized tables but never read a user's.
 os.environ.setdefault("LIT_RLHF_CACHE", tempfile.mkdtemp(prefix="lit-rlhf-cache-"))
 
-import pytest  # noqa: E402
-import torch  # noqa: E402
-from omegaconf import DictConfig  # noqa: E402
+import pytest
+import torch
+from omegaconf import DictConfig
 
-from lit_rlhf import compose  # noqa: E402
+from lit_rlhf import compose
 
 # Small everything (`+debug=fast`): 2 training batches, 1 validation batch, CSV logging only.
 FAST = ["+debug=fast"]
@@ -98,3 +101,41 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 def _deterministic_threads():
     # Fixed per run, so timings don't vary between tests.
     torch.set_num_threads(THREADS)
+
+
+# End-to-end tests carry the `slow` mark without anyone remembering to add it: a test is end-to-end when it,
+# a fixture it uses, or a helper of its module (transitively) runs a training loop or a command line.
+E2E_CALL = re.compile(r"\b(fit|cli|run_cli|Popen|check_output)\(|\bsubprocess\.run\(|\.fit\(")
+
+
+def end_to_end_names(module) -> set[str]:
+    """Module-level functions (tests, fixtures, helpers) that start a training loop or a command line."""
+    try:
+        tree = ast.parse(inspect.getsource(module))
+    except (OSError, TypeError):
+        return set()
+    sources = {
+        node.name: ast.get_source_segment(inspect.getsource(module), node) or ""
+        for node in tree.body
+        if isinstance(node, ast.FunctionDef)
+    }
+    found = {name for name, source in sources.items() if E2E_CALL.search(source)}
+    while True:  # helpers that call helpers
+        calls = re.compile(r"\b(" + "|".join(map(re.escape, found)) + r")\(") if found else None
+        more = {name for name, source in sources.items() if calls and name not in found and calls.search(source)}
+        if not more:
+            return found
+        found |= more
+
+
+def pytest_collection_modifyitems(config, items):
+    by_module: dict = {}
+    for item in items:
+        module = getattr(item, "module", None)
+        if module is None or item.get_closest_marker("slow"):
+            continue
+        if module not in by_module:
+            by_module[module] = end_to_end_names(module)
+        names = by_module[module]
+        if item.originalname in names or names & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)

@@ -80,7 +80,7 @@ def test_compose_makes_the_command_lines_config_and_checks_it(tmp_path, monkeypa
     # +debug=fast after the experiment wins over the experiment's own trainer settings.
     assert (cfg.trainer.max_epochs, cfg.trainer.limit_train_batches, list(cfg.logger)) == (1, 2, ["csv"])
     assert lit_rlhf.compose("rm_tiny").trainer.max_epochs == 3
-    with pytest.raises(lit_rlhf.ConfigError, match="data=prompts data.path="):
+    with pytest.raises(lit_rlhf.ConfigError, match=r"data=prompts data\.path="):
         lit_rlhf.compose("ppo_kl", ["model=hf", "model.name_or_path=/models/mine"])
     lit_rlhf.compose("ppo_kl", ["model=hf", "model.name_or_path=/models/mine", "data=task_prompts"])
 

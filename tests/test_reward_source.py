@@ -29,7 +29,7 @@ def test_the_missing_reward_model_is_refused_before_any_model_loads(tmp_path, mo
         raise AssertionError("a model was loaded before the config was checked")
 
     monkeypatch.setattr("lit_rlhf.models.loading.load_causal_lm", no_loading)
-    with pytest.raises(ConfigError, match="model.reward.name_or_path is not set"):
+    with pytest.raises(ConfigError, match=r"model\.reward\.name_or_path is not set"):
         build(compose_config("ppo_kl", tmp_path, [*HF_POLICY, "data=task_prompts"]))
 
 

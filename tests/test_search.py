@@ -127,7 +127,7 @@ def test_grid_sampler_takes_discrete_parameters_only():
     parser = OverridesParser.create()
     grid = make_sampler("grid", 0, 0, {}, parse_search_space({"a": "choice(1, 2)", "b": "range(0, 3)"}, [], parser), 1)
     assert isinstance(grid, optuna.samplers.GridSampler)
-    with pytest.raises(ConfigError, match="sampler 'grid' needs choice.* interval: lr"):
+    with pytest.raises(ConfigError, match=r"sampler 'grid' needs choice.* interval: lr"):
         make_sampler("grid", 0, 0, {}, parse_search_space({"lr": "interval(0.1, 1)"}, [], parser), 1)
     space = parse_search_space({"a": "choice(1, 2)"}, [], parser)
     with pytest.raises(

@@ -6,6 +6,7 @@ tiny assets; a study is read back from the SQLite file the search wrote."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -119,10 +120,9 @@ def test_a_search_killed_after_two_trials_continues_to_six_without_rerunning_the
             assert time.monotonic() < deadline, "trial 2 never started"
             states = []
             if (sweep / "optuna.db").exists():
-                try:
+                # KeyError: no study yet; SQLAlchemyError: its tables are being created.
+                with contextlib.suppress(KeyError, SQLAlchemyError):
                     states = [trial.state for trial in load(sweep, "sft_tiny").get_trials(deepcopy=False)]
-                except (KeyError, SQLAlchemyError):  # no study yet, or its tables are being created
-                    pass
             if states[:3] == [TrialState.COMPLETE, TrialState.COMPLETE, TrialState.RUNNING]:
                 break
             time.sleep(0.2)

@@ -124,7 +124,7 @@ def test_no_module_import_cycle():
 
     def visit(name: str, trail: list[str]) -> None:
         if name in trail:
-            cycle = trail[trail.index(name) :] + [name]
+            cycle = [*trail[trail.index(name) :], name]
             pytest.fail(f"import cycle: {' -> '.join(cycle)}")
         if name in done:
             return

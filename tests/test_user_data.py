@@ -267,11 +267,11 @@ def test_an_sft_row_without_usable_fields_names_the_line(tmp_path, tokenizer):
 
 def test_a_users_model_with_the_embedded_tasks_data_is_refused_unless_chosen(tmp_path):
     users_model = ["model=hf", f"model.name_or_path={asset_path('tiny-sft')}"]
-    with pytest.raises(ConfigError, match="data=prompts data.path=FILE"):  # lit_rlhf.compose checks it too
+    with pytest.raises(ConfigError, match=r"data=prompts data\.path=FILE"):  # lit_rlhf.compose checks it too
         compose_config("grpo", tmp_path, users_model)
     cfg = compose_config("grpo", tmp_path, [*users_model, "data=task_prompts"])
     choices = {"model": "hf", "data": "task_prompts"}
-    with pytest.raises(ConfigError, match="data=prompts data.path=FILE"):
+    with pytest.raises(ConfigError, match=r"data=prompts data\.path=FILE"):
         check_embedded_task(cfg, ["+experiment=grpo", "model=hf"], choices)
     check_embedded_task(cfg, ["+experiment=grpo", "model=hf", "data=task_prompts"], choices)  # chosen: allowed
     tiny = compose_config("grpo", tmp_path)

@@ -7,6 +7,7 @@ which side goes first (a burst of load from a neighbour hits both alike), and ta
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import platform
@@ -188,7 +189,7 @@ class Clock:
         if warmup < 1 or len(self.walls) <= warmup:
             raise RuntimeError(f"{len(self.walls)} steps finished; need warmup >= 1 and more than {warmup} steps")
         walls, cpus = self.walls[warmup - 1 :], self.cpus[warmup - 1 :]
-        steps = [b - a for a, b in zip(walls, walls[1:])]
+        steps = [b - a for a, b in itertools.pairwise(walls)]
         units, median_step = units_per_step * len(steps), statistics.median(steps)
         result = dict(rate=units / (walls[-1] - walls[0]), rate_by_median_step=units_per_step / median_step)
         result |= dict(rate_per_cpu_second=units / (cpus[-1] - cpus[0]), units_per_step=units_per_step)
@@ -438,12 +439,13 @@ def loss_agreement(runs: dict[str, list[dict]]) -> list[dict]:
     first = [
         compare(f"first-step {name}", ours[name][0], trl[name][0]) for name in ours if not name.startswith("flops")
     ]
-    return first + [compare(f"loss over {len(diffs)} steps, max", None, None, max(diffs), per_step=diffs)]
+    return [*first, compare(f"loss over {len(diffs)} steps, max", None, None, max(diffs), per_step=diffs)]
 
 
 def environment(threads: int) -> dict:
     packages = ("torch", "transformers", "trl", "lightning", "accelerate", "datasets")
-    cpu = [line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")]
+    with open("/proc/cpuinfo") as cpuinfo:
+        cpu = [line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")]
     installed = {d.metadata["Name"].lower(): d.version for d in metadata.distributions()}
     setup = dict(cpu=cpu[0] if cpu else platform.processor(), cpu_count=os.cpu_count(), threads=threads)
     return setup | dict(versions={p: installed.get(p) for p in packages}, python=platform.python_version())

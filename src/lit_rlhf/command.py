@@ -20,8 +20,9 @@ import logging
 import os
 import re
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator, TypeVar
+from typing import TypeVar
 
 import torch
 from hydra.core.hydra_config import HydraConfig

@@ -182,9 +182,7 @@ def loggable_config(cfg: DictConfig) -> dict:
 
     def resolve(node, path: str):
         if isinstance(node, DictConfig):
-            return {
-                str(key): resolve(node._get_node(key), f"{path}.{key}" if path else str(key)) for key in node.keys()
-            }
+            return {str(key): resolve(node._get_node(key), f"{path}.{key}" if path else str(key)) for key in node}
         if isinstance(node, ListConfig):
             return [resolve(node._get_node(i), f"{path}[{i}]") for i in range(len(node))]
         try:

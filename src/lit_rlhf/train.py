@@ -14,30 +14,30 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-import hydra  # noqa: E402
-import lightning as L  # noqa: E402
-from hydra.utils import instantiate  # noqa: E402
-from omegaconf import DictConfig  # noqa: E402
+import hydra
+import lightning as L
+from hydra.utils import instantiate
+from omegaconf import DictConfig
 
-from lit_rlhf import signals  # noqa: E402
-from lit_rlhf.callbacks.finite_guard import NonFiniteGuard  # noqa: E402
-from lit_rlhf.callbacks.run_length import RunLength  # noqa: E402
-from lit_rlhf.callbacks.stop_on_signal import StopOnSignal  # noqa: E402
-from lit_rlhf.checks import check_settings, check_suspect_rows  # noqa: E402
-from lit_rlhf.command import exit_on_user_error, find_user_error, run_command  # noqa: E402
-from lit_rlhf.config import (  # noqa: E402
+from lit_rlhf import signals
+from lit_rlhf.callbacks.finite_guard import NonFiniteGuard
+from lit_rlhf.callbacks.run_length import RunLength
+from lit_rlhf.callbacks.stop_on_signal import StopOnSignal
+from lit_rlhf.checks import check_settings, check_suspect_rows
+from lit_rlhf.command import exit_on_user_error, find_user_error, run_command
+from lit_rlhf.config import (
     CONFIG_MODULE,
     check_compatible,
     check_embedded_task,
     loggable_config,
     register_resolvers,
 )
-from lit_rlhf.errors import OutputError  # noqa: E402
-from lit_rlhf.loggers import close_loggers  # noqa: E402
-from lit_rlhf.models.loading import check_model_paths  # noqa: E402
-from lit_rlhf.outputs import check_folder, claim_folder  # noqa: E402
-from lit_rlhf.overoptimization.bon import evaluate  # noqa: E402
-from lit_rlhf.resume import RunRecord, check_resume, check_weights_fit, read_checkpoint, run_record  # noqa: E402
+from lit_rlhf.errors import OutputError
+from lit_rlhf.loggers import close_loggers
+from lit_rlhf.models.loading import check_model_paths
+from lit_rlhf.outputs import check_folder, claim_folder
+from lit_rlhf.overoptimization.bon import evaluate
+from lit_rlhf.resume import RunRecord, check_resume, check_weights_fit, read_checkpoint, run_record
 
 register_resolvers()
 log = logging.getLogger("lit_rlhf")

@@ -8,9 +8,9 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")  # files only; no display on servers
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
-from lit_rlhf.outputs import atomic_write_bytes  # noqa: E402
+from lit_rlhf.outputs import atomic_write_bytes
 
 
 def save_figure(figure, path: Path) -> None:

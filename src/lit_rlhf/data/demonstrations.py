@@ -8,7 +8,8 @@ rendered with the tokenizer's chat template). The SFT loss covers the completion
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from torchdata.stateful_dataloader import StatefulDataLoader
 from transformers import PreTrainedTokenizerBase

@@ -18,9 +18,10 @@ import lzma
 import os
 import re
 from bisect import bisect_right
+from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence, TypeVar
+from typing import Any, TypeVar
 
 import datasets
 
@@ -220,10 +221,7 @@ def read_split(path: str, split: str, exact_json: bool = False) -> SplitRows:
     files = [file for file in files if lines[file] != []]  # datasets' JSON reader trips over an empty file
     if not files:
         raise DataError(f"no records in {name}: the data is empty")
-    if exact_json:
-        rows = [row for file in files for row in _parse_json_file(file)]
-    else:
-        rows = _load_json(files, split)
+    rows = [row for file in files for row in _parse_json_file(file)] if exact_json else _load_json(files, split)
     return SplitRows(name, rows, _file_rows(files, lines, len(rows), name))
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import random
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import datasets
 import lightning as L

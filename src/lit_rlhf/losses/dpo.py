@@ -11,7 +11,7 @@ weighted sum (MPO), while `loss/dpo=sigmoid` is a sum of one.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import torch
 from torch import Tensor
@@ -297,7 +297,7 @@ class APOLoss(PairLoss):
         anchor: `zero` (chosen better than the model's outputs: raise it) or `down` (worse: lower both).
     """
 
-    anchors = {"zero": apo_zero_loss, "down": apo_down_loss}
+    anchors: ClassVar[dict] = {"zero": apo_zero_loss, "down": apo_down_loss}
 
     def __init__(self, beta: float, anchor: str) -> None:
         check_beta(beta)

@@ -105,7 +105,7 @@ def _deterministic_threads():
 
 # End-to-end tests carry the `slow` mark without anyone remembering to add it: a test is end-to-end when it,
 # a fixture it uses, or a helper of its module (transitively) runs a training loop or a command line.
-E2E_CALL = re.compile(r"\b(fit|cli|run_cli|Popen|check_output)\(|\bsubprocess\.run\(|\.fit\(")
+E2E_CALL = re.compile(r"\b(fit|train|cli|run_cli|Popen|check_output)\(|\bsubprocess\.run\(|\.fit\(")
 
 
 def end_to_end_names(module) -> set[str]:

@@ -28,6 +28,13 @@ PPO_METRICS = {
     "val/kl_k3",
 }
 CRITIC_METRICS = {"train/value_loss", "train/explained_variance"}
+DISTILL_METRICS = {
+    "train/kl_to_teacher",
+    "train/kl_to_teacher_exact",
+    "val/kl_to_teacher",
+    "val/kl_to_teacher_exact",
+    "val/teacher_gold_reward",
+}
 PPO_FAST = [
     "data.batch_size=4",
     "data.val_batch_size=4",
@@ -103,6 +110,8 @@ def test_reward_model_stages(tmp_path, experiment):
         ("ppo_reward_shaping", []),
         ("remax", []),
         ("ppo_kl", ["module.rollout_micro_batch_size=3", "module.train_micro_batch_size=2"]),
+        ("distill", []),
+        ("gkd", []),
     ],
 )
 def test_ppo_regularizer_choices(tmp_path, experiment, overrides):
@@ -110,6 +119,7 @@ def test_ppo_regularizer_choices(tmp_path, experiment, overrides):
     module = run.module
     actor, reference = parameters_of(module.policy), parameters_of(module.reference)
     critic = parameters_of(module.critic) if module.critic is not None else None
+    teacher = parameters_of(module.distill.teacher) if module.distill.has_teacher else None
     # Every experiment names the metric its sweeps report, and logs it.
     assert optimized_value(run.cfg, fit(run)) is not None
     assert changed(actor, module.policy)
@@ -127,6 +137,11 @@ def test_ppo_regularizer_choices(tmp_path, experiment, overrides):
         assert {"train/trust_region_kl", "train/trust_region_kl_coef"} <= names
     if module.advantage.needs_greedy_baseline:
         assert "train/greedy_reward" in names
+    if teacher is not None:
+        assert not changed(teacher, module.distill.teacher), "the teacher must stay frozen"
+        assert DISTILL_METRICS <= names, DISTILL_METRICS - names
+    if "InLoss" in type(module.distill).__name__:
+        assert "train/distill_loss" in names
 
 
 @pytest.mark.parametrize("experiment", ["dpo", "dpo_nll", "ipo", "dpo_robust"])

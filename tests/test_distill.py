@@ -3,6 +3,8 @@ the JSD loss's gradient against autograd of the exact divergence, and the PPO mo
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import math
 
 import pytest
@@ -121,33 +123,43 @@ def test_jsd_beta_outside_the_unit_interval_is_refused():
 FAST = ["data.batch_size=4", "data.val_batch_size=4", "module.sampling.max_new_tokens=8"]
 
 
-def distill_run(tmp_path, experiment: str, overrides: list[str] = ()):
-    run = build(compose_config(experiment, tmp_path, [*FAST, *overrides]))
+@pytest.fixture(scope="module")
+def distill_build(tmp_path_factory):
+    """One built `distill` run (γ = 0, no whitening, β = 0.7) and a batch of its prompts, shared by the tests
+    below: a test that changes the module works on a copy."""
+    overrides = [*FAST, "advantage.gamma=0.0", "advantage.whiten=false", "regularizer.distill.coef=0.7"]
+    run = build(compose_config("distill", tmp_path_factory.mktemp("distill"), overrides))
     run.datamodule.setup("fit")
     batch = run.datamodule.on_before_batch_transfer(next(iter(run.datamodule.train_dataloader()))[0], 0)
     return run, batch
 
 
-def test_rollout_rewards_each_token_with_its_log_ratio_to_the_teacher(tmp_path, monkeypatch):
+def test_rollout_rewards_each_token_with_its_log_ratio_to_the_teacher(distill_build, monkeypatch):
     """With γ = 0 and no whitening, each token's advantage is its reward: -β(log π_s - log π_t), by hand."""
-    overrides = ["advantage.gamma=0.0", "advantage.whiten=false", "regularizer.distill.coef=0.7"]
-    run, batch = distill_run(tmp_path, "distill", overrides)
+    run, batch = distill_build
     module = run.module
     experience, metrics, _, _ = rollout(module, batch, monkeypatch)
     mask, start = experience.response_mask, experience.prompt_length - 1
-    student, _ = sequence_token_logprobs(module.policy, experience.sequences, experience.attention_mask, start)
-    teacher, _ = sequence_token_logprobs(module.distill.teacher, experience.sequences, experience.attention_mask, start)
+    with torch.no_grad():
+        student, _ = sequence_token_logprobs(module.policy, experience.sequences, experience.attention_mask, start)
+        teacher, _ = sequence_token_logprobs(
+            module.distill.teacher, experience.sequences, experience.attention_mask, start
+        )
     expected = torch.where(mask, -0.7 * (student - teacher), torch.zeros(()))
-    assert float(expected.detach().abs().max()) > 0.1, "the teacher must differ from the student"
+    assert float(expected.abs().max()) > 0.1, "the teacher must differ from the student"
     torch.testing.assert_close(experience.advantages, expected, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(metrics["kl_to_teacher"], ((student - teacher) * mask).sum(1).mean())
 
 
-def test_gkd_adds_coef_times_the_mean_jsd_to_the_actor_loss(tmp_path, monkeypatch):
-    run, batch = distill_run(tmp_path, "gkd", ["regularizer.distill.coef=0.3", "regularizer.distill.beta=0.4"])
-    module = run.module
-    perturb(module.policy)  # a non-zero policy-gradient term as well
+def test_gkd_adds_coef_times_the_mean_jsd_to_the_actor_loss(distill_build, monkeypatch):
+    run, batch = distill_build
+    module = copy.deepcopy(run.module)
+    module.distill = DistillInLoss(module.distill.teacher, coef=0.3, beta=0.4)  # regularizer/distill=in_loss
+    perturb(module.policy)
     experience, _, _, _ = rollout(module, batch, monkeypatch)
+    # Random advantages, so that the policy-gradient term the JSD is added to is not 0.
+    advantages = torch.randn(experience.advantages.shape, generator=torch.Generator().manual_seed(0))
+    experience = dataclasses.replace(experience, advantages=advantages * experience.response_mask)
     loss, metrics = module.actor_loss(experience, None)
 
     mask, start = experience.response_mask, experience.prompt_length - 1
@@ -156,16 +168,18 @@ def test_gkd_adds_coef_times_the_mean_jsd_to_the_actor_loss(tmp_path, monkeypatc
         module.distill.teacher, experience.sequences, experience.attention_mask, start
     )
     jsd = masked_mean(naive_jsd(logits.double(), teacher_logits.double(), 0.4), mask).float()
-    assert float(jsd) > 1e-3
+    policy_loss = plain_policy_loss(module, experience)
+    assert float(jsd) > 1e-3 and abs(float(policy_loss)) > 1e-3
     torch.testing.assert_close(metrics["distill_loss"], jsd.detach(), rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(loss, plain_policy_loss(module, experience) + 0.3 * jsd, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(loss, policy_loss + 0.3 * jsd, rtol=1e-5, atol=1e-6)
 
 
-def test_a_teacher_equal_to_the_student_gives_zero_rewards_and_moves_nothing(tmp_path, monkeypatch):
-    """The shipped SFT policy as its own teacher: every reward, advantage and gradient is exactly 0, so the
+def test_a_teacher_equal_to_the_student_gives_zero_rewards_and_moves_nothing(distill_build, monkeypatch):
+    """A frozen copy of the student as its teacher: every reward, advantage and gradient is exactly 0, so the
     optimizer step (AdamW without weight decay) leaves the policy where it is."""
-    run, batch = distill_run(tmp_path, "distill", ["model.teacher.name_or_path=${asset:tiny-sft}"])
-    module = run.module
+    run, batch = distill_build
+    module = copy.deepcopy(run.module)
+    module.distill = DistillInReward(copy.deepcopy(module.policy), K1Estimator(), coef=0.7)
     experience, metrics, _, _ = rollout(module, batch, monkeypatch)
     assert float(metrics["kl_to_teacher"]) == 0.0 and float(metrics["kl_to_teacher_exact"]) == 0.0
     assert float(metrics["reward_total"]) == 0.0 and not experience.advantages.any()

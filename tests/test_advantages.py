@@ -222,3 +222,36 @@ def test_remax_subtracts_the_greedy_score_of_each_prompt():
     )
     torch.testing.assert_close(advantages, torch.tensor([[1.0, 1.0, 1.0], [1.0, 0.0, 0.0]]))
     assert returns is None and ReMax.needs_greedy_baseline and not ReMax.needs_critic
+
+
+def test_token_returns_by_hand():
+    """Per-token REINFORCE: each token's advantage is the sum of the rewards from it to the response's end."""
+    from lit_rlhf.rl.advantages import TokenReturns
+
+    rewards = torch.tensor([[1.0, -2.0, 0.5, 9.0], [3.0, 1.0, 7.0, 7.0]])
+    mask = torch.tensor([[True, True, True, False], [True, True, False, False]])
+    advantages, returns = TokenReturns(samples_per_prompt=1, gamma=1.0, whiten=False)(rewards, None, mask)
+    # Row 0: 1 - 2 + 0.5 = -0.5, -2 + 0.5 = -1.5, 0.5; row 1: 3 + 1 = 4, 1. Masked tokens: 0.
+    torch.testing.assert_close(advantages, torch.tensor([[-0.5, -1.5, 0.5, 0.0], [4.0, 1.0, 0.0, 0.0]]))
+    assert returns is None
+    # γ = 0: each token keeps its own reward; γ = ½: 1 + ½(-2 + ½ · 0.5) = 0.125.
+    myopic, _ = TokenReturns(1, gamma=0.0, whiten=False)(rewards, None, mask)
+    torch.testing.assert_close(myopic, torch.where(mask, rewards, torch.zeros(())))
+    half, _ = TokenReturns(1, gamma=0.5, whiten=False)(rewards, None, mask)
+    assert float(half[0, 0]) == pytest.approx(0.125)
+
+
+@pytest.mark.parametrize("gamma", [0.0, 0.7, 1.0])
+def test_token_returns_match_a_naive_loop_and_whiten_over_tokens(gamma):
+    from lit_rlhf.rl.advantages import TokenReturns
+
+    generator = torch.Generator().manual_seed(3)
+    rewards = torch.randn(3, 6, generator=generator, dtype=torch.float64)
+    lengths = [6, 2, 4]
+    mask = torch.arange(6).unsqueeze(0) < torch.tensor(lengths).unsqueeze(1)
+    # GAE with V = 0 and λ = 1 is the discounted return-to-go.
+    expected, _ = naive_gae(rewards.tolist(), [[0.0] * 6] * 3, lengths, gamma, 1.0)
+    advantages, _ = TokenReturns(1, gamma, whiten=False)(rewards, None, mask)
+    torch.testing.assert_close(advantages, expected)
+    whitened, _ = TokenReturns(1, gamma, whiten=True)(rewards, None, mask)
+    torch.testing.assert_close(whitened, masked_whiten(expected, mask))

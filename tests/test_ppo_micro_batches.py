@@ -28,7 +28,11 @@ def chunk_by_chunk(generation):
 
 @pytest.mark.parametrize(
     ("experiment", "overrides"),
-    [("ppo_kl", ["regularizer/kl/estimator=full"]), ("grpo", ["module.normalize_rewards=true"])],
+    [
+        ("ppo_kl", ["regularizer/kl/estimator=full"]),
+        ("grpo", ["module.normalize_rewards=true"]),
+        ("distill", ["regularizer/distill/estimator=full"]),  # the teacher's forward pass, chunked
+    ],
 )
 def test_a_chunked_rollout_equals_the_whole_one(tmp_path, monkeypatch, experiment, overrides):
     experiences = {}
@@ -78,6 +82,7 @@ def one_step(module, experience, pretrain, monkeypatch):
         ("ppo_kl", []),  # actor and critic, token_mean
         ("grpo", ["loss_aggregation=seq_mean_token_mean", "module.entropy_coef=0.05"]),
         ("ppo_ptx", ["loss_aggregation=seq_mean_token_sum_norm"]),
+        ("gkd", ["loss_aggregation=seq_mean_token_mean"]),  # the JSD term's share of the minibatch
     ],
 )
 def test_accumulated_micro_batches_give_the_weights_of_one_whole_step(tmp_path, monkeypatch, experiment, overrides):
@@ -85,7 +90,7 @@ def test_accumulated_micro_batches_give_the_weights_of_one_whole_step(tmp_path, 
     weights = {}
     for micro in (None, 3):
         # Plain SGD without clipping: Adam's first step is nearly sign(g), which would hide a scale error.
-        sgd = plain_sgd(with_critic=experiment != "grpo")
+        sgd = plain_sgd(with_critic=experiment not in ("grpo", "gkd"))
         settings = [*overrides, *sgd, "data.batch_size=4", "module.ppo_epochs=1", "module.num_minibatches=1"]
         run, batch = ppo_with(
             tmp_path / str(micro), experiment, [*settings, f"module.train_micro_batch_size={micro or 'null'}"]

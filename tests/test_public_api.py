@@ -14,7 +14,8 @@ import pytest
 import lit_rlhf
 
 PACKAGE = Path(lit_rlhf.__file__).parent
-PUBLIC = [f"lit_rlhf.{name}" for name in lit_rlhf.SUBPACKAGES] + ["lit_rlhf.regularizers.kl"]
+PUBLIC = [f"lit_rlhf.{name}" for name in lit_rlhf.SUBPACKAGES]
+PUBLIC += ["lit_rlhf.regularizers.kl", "lit_rlhf.regularizers.distill"]
 
 
 def test_every_package_declares_all():

@@ -28,6 +28,13 @@ PPO_METRICS = {
     "val/kl_k3",
 }
 CRITIC_METRICS = {"train/value_loss", "train/explained_variance"}
+DISTILL_METRICS = {
+    "train/kl_to_teacher",
+    "train/kl_to_teacher_exact",
+    "val/kl_to_teacher",
+    "val/kl_to_teacher_exact",
+    "val/teacher_gold_reward",
+}
 PPO_FAST = [
     "data.batch_size=4",
     "data.val_batch_size=4",
@@ -99,6 +106,8 @@ def test_reward_model_stages(tmp_path, experiment):
         "ppo_seq_kl",
         "ppo_reward_shaping",
         "remax",
+        "distill",
+        "gkd",
     ],
 )
 def test_ppo_family_experiments(tmp_path, experiment):
@@ -106,6 +115,7 @@ def test_ppo_family_experiments(tmp_path, experiment):
     module = run.module
     actor, reference = parameters_of(module.policy), parameters_of(module.reference)
     critic = parameters_of(module.critic) if module.critic is not None else None
+    teacher = parameters_of(module.distill.teacher) if module.distill.has_teacher else None
     # Every experiment names the metric its sweeps report, and logs it.
     assert optimized_value(run.cfg, fit(run)) is not None
     assert changed(actor, module.policy)
@@ -123,6 +133,11 @@ def test_ppo_family_experiments(tmp_path, experiment):
         assert {"train/trust_region_kl", "train/trust_region_kl_coef"} <= names
     if module.advantage.needs_greedy_baseline:
         assert "train/greedy_reward" in names
+    if teacher is not None:
+        assert not changed(teacher, module.distill.teacher), "the teacher must stay frozen"
+        assert names >= DISTILL_METRICS, DISTILL_METRICS - names
+    if "InLoss" in type(module.distill).__name__:
+        assert "train/distill_loss" in names
 
 
 @pytest.mark.parametrize("experiment", ["dpo", "dpo_nll", "ipo", "dpo_robust"])

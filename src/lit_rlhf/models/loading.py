@@ -143,6 +143,52 @@ _NO_REWARD_MODEL = (
 )
 
 
+def load_teacher(
+    name_or_path: str, tokenizer: PreTrainedTokenizerBase, trust_remote_code: bool, dtype: str
+) -> PreTrainedModel:
+    """The frozen teacher of on-policy distillation: any causal LM that shares the policy's tokenizer.
+
+    Never adapted (no LoRA), never trained, no dropout. A teacher with another tokenizer is refused:
+    its token-level log-probs would score other tokens than the student sampled (cross-tokenizer
+    distillation is out of scope).
+
+    Args:
+        tokenizer: the policy's tokenizer (`model.tokenizer`), compared with the teacher's.
+        dtype: the teacher's dtype (bfloat16 halves its memory).
+    """
+    if name_or_path is None:
+        raise ConfigError(_NO_TEACHER)
+    check_same_tokenizer(tokenizer, load_tokenizer(name_or_path, trust_remote_code), name_or_path)
+    model = _from_pretrained(
+        AutoModelForCausalLM, name_or_path, trust_remote_code=trust_remote_code, dtype=torch_dtype(dtype)
+    )
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+    return model.eval().requires_grad_(False)
+
+
+_NO_TEACHER = (
+    "model.teacher.name_or_path is not set: regularizer/distill needs a teacher, a causal LM with the policy's "
+    "tokenizer (e.g. model.teacher.name_or_path='${asset:tiny-teacher}' on the embedded task)"
+)
+
+
+def check_same_tokenizer(policy: PreTrainedTokenizerBase, teacher: PreTrainedTokenizerBase, where: str) -> None:
+    """Refuse, in one line, a teacher whose tokenizer maps any token or special token differently."""
+    specials = ("eos_token_id", "bos_token_id", "pad_token_id")
+    differ = [name for name in specials if getattr(policy, name) != getattr(teacher, name)]
+    if policy.get_vocab() != teacher.get_vocab():
+        differ = [f"vocabulary ({len(teacher)} tokens vs the policy's {len(policy)})"]
+    if differ:
+        what = ", ".join(differ)
+        raise ConfigError(
+            f"the teacher at '{where}' has another tokenizer than the policy ({what} differ): distillation "
+            "compares the two models token by token, so they must share one; cross-tokenizer distillation is "
+            "not supported"
+        )
+
+
 def trainable(model: PreTrainedModel, adapt, gradient_checkpointing: bool) -> PreTrainedModel:
     """`adapt(model)` in train mode (transformers loads in eval mode; modules freeze what stays fixed).
 
@@ -164,6 +210,8 @@ def check_model_paths(module_cfg: DictConfig) -> None:
     # The reward model first: other paths (hf's critic) follow it, and its absence is the costly mistake.
     if any(node._target_.endswith(".load_trained_reward_model") for node in unset):
         raise ConfigError(_NO_REWARD_MODEL)
+    if any(node._target_.endswith(".load_teacher") for node in unset):
+        raise ConfigError(_NO_TEACHER)
     if unset:
         raise ConfigError(f"{unset[0]._get_full_key(None)}.name_or_path is not set (a model path or hub id)")
 

@@ -72,6 +72,8 @@ class PPOModule(L.LightningModule):
             is left out of the update.
         kl: `regularizer/kl` object (placement, estimator, controller, gradient).
         ptx: `regularizer/ptx` object (pretraining-gradient mix or none).
+        distill: `regularizer/distill` object: a frozen teacher whose divergence from the policy sits in the
+            per-token rewards or in the actor's loss (on-policy distillation), or none.
         advantage: `advantage` object (GAE or a critic-free estimator) with `samples_per_prompt`.
         trust_region: `trust_region` object: PPO-Clip (asymmetric, dual), PPO-Penalty or both; token or
             sequence ratio.
@@ -105,6 +107,7 @@ class PPOModule(L.LightningModule):
         policy,
         kl,
         ptx,
+        distill,
         advantage,
         trust_region,
         loss_aggregation,
@@ -146,6 +149,7 @@ class PPOModule(L.LightningModule):
             if model is not None:
                 disable_dropout(model)
         self.kl, self.ptx, self.advantage = kl, ptx, advantage
+        self.distill = distill
         self.trust_region, self.aggregate = trust_region, loss_aggregation
         self.score_shaping = ScoreShaping(reward_clip, normalize_rewards)
         self.actor_optimizer_factory, self.critic_optimizer_factory = actor_optimizer, critic_optimizer
@@ -161,6 +165,7 @@ class PPOModule(L.LightningModule):
         means = ["reward", "gold_reward", "kl", "kl_k1", "kl_k3", "response_length", "eos_fraction"]
         means += [f"reward/{name}" for name in reward.names]
         means += ["accuracy"] * bool(reward.verifiers) + [f"accuracy/{name}" for name in reward.verifiers]
+        means += distill.metric_names
         stds = ["reward_std"] + [f"reward/{name}_std" for name in reward.names]
         self.val_metrics = torch.nn.ModuleDict(
             {**{name: MeanMetric() for name in means}, **{name: StdMetric() for name in stds}}
@@ -205,6 +210,9 @@ class PPOModule(L.LightningModule):
         old_logprobs, ref_logprobs, logits, ref_logits, values = map_row_chunks(
             lambda rows: self.evaluate_rollout(generation.select(rows)), len(prompts), self.rollout_micro_batch_size
         )
+        teacher_logprobs, teacher_logits = map_row_chunks(
+            lambda rows: self.teacher_forward(generation.select(rows)), len(prompts), self.rollout_micro_batch_size
+        )
         rewards = self.score(samples, update=True)
         scored = rewards.scored.to(self.device)
         if not bool(every_rank(bool(scored.any()))):
@@ -216,7 +224,10 @@ class PPOModule(L.LightningModule):
         scores = self.score_shaping(self.with_missing_eos_penalty(raw_scores, generation), update=True)
 
         per_token_kl = self.kl.measure(old_logprobs, ref_logprobs, mask, logits, ref_logits)
-        token_rewards = -self.kl.reward_penalty(per_token_kl, mask)
+        per_token_distill = self.distill.measure(old_logprobs, teacher_logprobs, mask, logits, teacher_logits)
+        token_rewards = -self.kl.reward_penalty(per_token_kl, mask) - self.distill.reward_penalty(
+            per_token_distill, mask
+        )
         last = last_true_index(mask)
         token_rewards[torch.arange(len(last), device=self.device), last] += scores
         baseline = {}
@@ -242,6 +253,7 @@ class PPOModule(L.LightningModule):
         )
         metrics = {
             **self.kl.rollout_metrics(per_token_kl, old_logprobs, ref_logprobs, mask),
+            **self.distill.rollout_metrics(old_logprobs, teacher_logprobs, mask, logits, teacher_logits),
             "reward": rewards.total[rewards.scored].mean(),
             "reward_std": rewards.total[rewards.scored].std(correction=0),
             **{name: value for name, value in rewards.metrics().items() if not torch.isnan(value)},
@@ -273,6 +285,13 @@ class PPOModule(L.LightningModule):
         if self.critic is not None:
             values = scalar_head_outputs(self.critic, sequences, attention_mask)[:, start:-1].masked_fill(~mask, 0.0)
         return old_logprobs, ref_logprobs, logits, ref_logits, values
+
+    @torch.no_grad()
+    def teacher_forward(self, generation: Generation) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """The distillation teacher's per-token log-probs and logits of a chunk's responses, or (None, None)."""
+        return self.distill.teacher_outputs(
+            generation.sequences, generation.attention_mask, generation.prompt_length - 1
+        )
 
     @torch.no_grad()
     def score(self, samples: Completions, update: bool) -> RewardScores:
@@ -316,10 +335,11 @@ class PPOModule(L.LightningModule):
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         """Per-token log-probs (B, T-1-first) from position `first` on, entropies if asked, and the logits.
 
-        The (B, T, V) logits exist only for the exact (`full`) KL estimator, which needs them; otherwise
-        the LM head runs a chunk of positions at a time (`sequence_logprobs`) and the logits are None.
+        The (B, T, V) logits exist only for the exact (`full`) KL estimator and a distillation teacher, which
+        need them; otherwise the LM head runs a chunk of positions at a time (`sequence_logprobs`) and the
+        logits are None.
         """
-        if self.kl.needs_logits:
+        if self.kl.needs_logits or self.distill.needs_logits:
             logprobs, logits = sequence_token_logprobs(model, sequences, attention_mask, first)
             return logprobs, entropy_from_logits(logits) if with_entropy else None, logits
         logprobs, entropy = sequence_logprobs(model, sequences, attention_mask, first, with_entropy)
@@ -344,6 +364,14 @@ class PPOModule(L.LightningModule):
 
         def compute() -> torch.Tensor:
             return self.reference_forward(minibatch.sequences, minibatch.attention_mask, minibatch.prompt_length - 1)[1]
+
+        return compute
+
+    def teacher_logits(self, minibatch: Experience) -> Callable[[], torch.Tensor]:
+        """The teacher's logits over the response, computed only if the distillation term asks."""
+
+        def compute() -> torch.Tensor:
+            return self.teacher_forward(minibatch)[1]
 
         return compute
 
@@ -382,16 +410,20 @@ class PPOModule(L.LightningModule):
             self.reference_logits(minibatch),
             self.aggregate,
         )
+        distill_term = self.distill.loss_term(logits, mask, self.teacher_logits(minibatch), self.aggregate)
         ptx_term = self.ptx.loss_term(self.policy, pretrain) if with_pretrain else RegularizerTerm.zero(policy_loss)
         aggregate_share = self.aggregate.share(mask, whole_mask) * rank_shares[0]
         tokens_share = token_share(mask, whole_mask) * rank_shares[1]
         loss = (
-            aggregate_share * (policy_loss + kl_term.loss) - self.entropy_coef * tokens_share * entropy + ptx_term.loss
+            aggregate_share * (policy_loss + kl_term.loss + distill_term.loss)
+            - self.entropy_coef * tokens_share * entropy
+            + ptx_term.loss
         )
         metrics = {
             **policy_metrics,
             "entropy": entropy.detach(),
             **kl_term.metrics,
+            **distill_term.metrics,
             **ptx_term.metrics,
         }
         return loss, metrics
@@ -585,9 +617,35 @@ class PPOModule(L.LightningModule):
         if self.gold_reward is not None:
             gold = self.gold_reward(samples)
             update_scored(metrics["gold_reward"], gold.total, gold.scored)
+        if self.distill.has_teacher:
+            self.update_teacher_metrics(batch, generation, logprobs, mask, logits, columns, self.seed + batch_idx)
         if self.reward.verifiers:
             self.update_accuracy(batch, columns)
         log_updated_metrics(self, metrics, "val", prog_bar=("reward", "gold_reward", "accuracy"))
+
+    @torch.no_grad()
+    def update_teacher_metrics(
+        self, batch: PromptBatch, generation: Generation, logprobs, mask, logits, columns: dict, seed: int
+    ) -> None:
+        """`val/kl_to_teacher` (k1) and `val/kl_to_teacher_exact` of the policy's samples, and
+        `val/teacher_gold_reward`: the teacher's own samples of the same prompts, drawn with the same seed."""
+        teacher_logprobs, teacher_logits = self.teacher_forward(generation)
+        for name, kl in self.distill.sequence_kls(logprobs, teacher_logprobs, mask, logits, teacher_logits).items():
+            self.val_metrics[name].update(kl)
+        if self.gold_reward is None:
+            return
+        with self.distill.teacher_model() as teacher:
+            teacher_generation, responses = seeded_samples(
+                teacher,
+                self.tokenizer,
+                batch.input_ids,
+                batch.attention_mask,
+                self.sampling,
+                self.stop_token_ids,
+                seed,
+            )
+        gold = self.gold_reward(self.completions(teacher_generation, batch.prompts, responses, columns))
+        update_scored(self.val_metrics["teacher_gold_reward"], gold.total, gold.scored)
 
     @torch.no_grad()
     def update_accuracy(self, batch: PromptBatch, columns: dict) -> None:
@@ -617,7 +675,7 @@ class PPOModule(L.LightningModule):
         return [actor, build_optimizer(self.critic_optimizer_factory, self.critic.parameters())]
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        frozen = ("reference.", "reward.", "gold_reward.")
+        frozen = ("reference.", "reward.", "gold_reward.", "distill.")
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if not k.startswith(frozen)}
         checkpoint["reward_normalization"] = self.reward.stats_state()
         checkpoint["kl_penalty"] = self.kl.state_dict()

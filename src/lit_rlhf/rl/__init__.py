@@ -1,7 +1,7 @@
 """What only reinforcement learning needs: advantage estimators and the experience of a rollout.
 
-* `advantages`: GAE with a critic, and the critic-free REINFORCE, RLOO, GRPO and ReMax baselines
-  (`advantage` group), each a pure function plus the object a config builds;
+* `advantages`: GAE with a critic, the critic-free REINFORCE, RLOO, GRPO and ReMax baselines, and
+  per-token REINFORCE for dense rewards (`advantage` group), each a pure function plus the object a config builds;
 * `trust_region`: PPO-Clip (with clip-higher and dual clip) and PPO-Penalty (`trust_region` group);
 * `reward_shaping`: the score's running normalisation and clipping;
 * `experience`: the typed tuple one rollout produces.
@@ -13,6 +13,7 @@ from lit_rlhf.rl.advantages import (
     GroupRelative,
     ReinforceBaseline,
     ReMax,
+    TokenReturns,
     gae,
     group_relative_advantages,
     reinforce_baseline_advantages,
@@ -32,6 +33,7 @@ __all__ = [
     "ReMax",
     "ReinforceBaseline",
     "ScoreShaping",
+    "TokenReturns",
     "TrustRegion",
     "gae",
     "group_relative_advantages",

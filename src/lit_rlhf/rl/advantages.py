@@ -184,6 +184,37 @@ class GAE:
         return advantages, returns
 
 
+class TokenReturns:
+    """Per-token REINFORCE without a critic: each token's advantage is its return-to-go Σ_{s≥t} γ^{s-t} r_s.
+
+    Williams 1992 (REINFORCE with reward-to-go); what GAE gives with V = 0 and λ = 1. Dense per-token rewards
+    (on-policy distillation's -KL_t; Gu et al. 2024, "MiniLLM") then credit each token with what follows it,
+    not the whole response's sum as the sequence-level estimators do; γ = 0 credits each token with its own
+    reward only (Thinking Machines' on-policy distillation).
+
+    Args:
+        samples_per_prompt: responses sampled per prompt (≥ 1).
+        gamma: discount γ in [0, 1].
+        whiten: normalise the advantages over all real tokens of the batch (their mean is the baseline).
+    """
+
+    needs_critic: bool = False
+    needs_greedy_baseline: bool = False
+
+    def __init__(self, samples_per_prompt: int, gamma: float, whiten: bool) -> None:
+        if not 0.0 <= gamma <= 1.0:
+            raise ValueError(f"TokenReturns: gamma must lie in [0, 1], got {gamma}")
+        self.samples_per_prompt = _check_samples_per_prompt(samples_per_prompt, 1, "TokenReturns")
+        self.gamma, self.whiten = gamma, whiten
+
+    def __call__(self, token_rewards: Tensor, values: Tensor | None, mask: Tensor) -> tuple[Tensor, None]:
+        """token_rewards, mask: (B, T); values ignored -> advantages (B, T), None."""
+        advantages, _ = gae(token_rewards, torch.zeros_like(token_rewards), mask, self.gamma, 1.0)
+        if self.whiten:
+            advantages = global_masked_whiten(advantages, mask)
+        return advantages, None
+
+
 class ReinforceBaseline:
     """REINFORCE with the batch-mean score as baseline.
 

@@ -21,7 +21,7 @@ from lit_rlhf.data.messages import ChatRenderer, messages_of
 from lit_rlhf.data.record_datamodule import RecordDataModule, data_parallel_place
 from lit_rlhf.data.records import PreferenceRecord, RankedRecord, SFTRecord
 from lit_rlhf.data.sharding import ShardedShuffle
-from lit_rlhf.data.tokenization import check_lengths, report_truncation
+from lit_rlhf.data.tokenization import check_lengths, report_truncation, special_id
 from lit_rlhf.data.tokenized import COMPLETIONS, SFTRows, encode_completions
 from lit_rlhf.data.windows import AccumulationWindows, WindowedRows, response_token_counts
 from lit_rlhf.errors import DataError
@@ -151,7 +151,7 @@ class SFTDataModule(RecordDataModule):
         report_truncation(items.truncated_count(), len(items), f"{split} demonstrations", self.max_length)
 
     def collate(self, items: list[SFTItem]) -> SFTBatch:
-        return collate_sft(items, self.tokenizer.pad_token_id)
+        return collate_sft(items, special_id(self.tokenizer, "pad_token_id"))
 
     def train_dataloader(self) -> StatefulDataLoader:
         """The shuffled order of `train_loader`, drawn in accumulation windows of the trainer's
@@ -171,6 +171,6 @@ class SFTDataModule(RecordDataModule):
         return StatefulDataLoader(
             WindowedRows(self.train_items),
             batch_sampler=windows,
-            collate_fn=functools.partial(collate_sft_window, pad_id=self.tokenizer.pad_token_id),
+            collate_fn=functools.partial(collate_sft_window, pad_id=special_id(self.tokenizer, "pad_token_id")),
             num_workers=self.num_workers,
         )

@@ -27,6 +27,9 @@ import datasets
 
 from lit_rlhf.errors import DataError
 
+# A split's rows: parsed dicts, or a memory-mapped `datasets.Dataset` of them (iterated, never copied).
+Rows = Sequence[dict] | datasets.Dataset
+
 logger = logging.getLogger("lit_rlhf")
 
 _HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
@@ -188,7 +191,7 @@ class SplitRows:
     """The rows of one split, as dicts (a list, or a memory-mapped dataset), and the files they came from."""
 
     name: str
-    rows: Sequence[dict]
+    rows: Rows
     files: list[FileRows]
 
     def where(self, index: int) -> Place:
@@ -235,7 +238,7 @@ def _read_hub(name: str, split: str) -> SplitRows:
     return SplitRows(name, dataset_splits[split], [FileRows(name, 0, None)])
 
 
-def _load(builder: str, files: list[str], split: str, name: str) -> Sequence[dict]:
+def _load(builder: str, files: list[str], split: str, name: str) -> Rows:
     try:
         return datasets.load_dataset(builder, data_files={split: files}, split=split)
     except Exception as error:  # datasets wraps reader errors in several types; the cause is what matters
@@ -243,7 +246,7 @@ def _load(builder: str, files: list[str], split: str, name: str) -> Sequence[dic
         raise DataError(f"could not read {name}: {type(cause).__name__}: {cause}") from error
 
 
-def _load_json(files: list[str], split: str) -> Sequence[dict]:
+def _load_json(files: list[str], split: str) -> Rows:
     """The rows as a memory-mapped `datasets.Dataset` (iterated, never copied into a list), or a parsed list."""
     try:
         with _quiet(_DATASETS_JSON_LOGGER):
@@ -269,13 +272,13 @@ def _quiet(logger_name: str):
 
 def _file_rows(files: list[str], lines: dict[str, list[int] | None], row_count: int, name: str) -> list[FileRows]:
     """Row offsets per file; record numbers instead of lines unless every file's rows match what was loaded."""
-    counts = [len(lines[file]) if lines[file] is not None else None for file in files]
-    if None in counts or sum(counts) != row_count:
+    known = {file: line_numbers for file in files if (line_numbers := lines[file]) is not None}
+    if len(known) < len(files) or sum(map(len, known.values())) != row_count:
         return [FileRows(name, 0, None)]
     parts, first_row = [], 0
-    for file, count in zip(files, counts):
-        parts.append(FileRows(file, first_row, lines[file]))
-        first_row += count
+    for file, line_numbers in known.items():
+        parts.append(FileRows(file, first_row, line_numbers))
+        first_row += len(line_numbers)
     return parts
 
 

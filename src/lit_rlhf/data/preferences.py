@@ -23,7 +23,7 @@ from lit_rlhf.data.hh_rlhf import hh_preference
 from lit_rlhf.data.messages import ChatRenderer, is_conversational, preference_from_row
 from lit_rlhf.data.record_datamodule import RecordDataModule, eval_loader
 from lit_rlhf.data.records import PreferenceRecord, RankedRecord
-from lit_rlhf.data.tokenization import check_lengths, report_truncation
+from lit_rlhf.data.tokenization import check_lengths, report_truncation, special_id
 from lit_rlhf.data.tokenized import PREFERENCES, PreferenceRows, encode_completions
 from lit_rlhf.errors import DataError
 
@@ -145,7 +145,7 @@ class PreferenceDataModule(RecordDataModule):
         report_truncation(items.truncated_count(), items.num_ids, f"{split} preference completions", self.max_length)
 
     def collate(self, items: list[PreferenceItem]) -> PreferenceBatch:
-        return collate_preferences(items, self.tokenizer.pad_token_id)
+        return collate_preferences(items, special_id(self.tokenizer, "pad_token_id"))
 
     def all_dataloaders(self) -> list[DataLoader]:
         """Unshuffled passes over every split (to precompute reference log-probs once); every rank reads

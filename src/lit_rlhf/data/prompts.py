@@ -23,7 +23,7 @@ from lit_rlhf.data.messages import ChatRenderer, messages_of
 from lit_rlhf.data.pretraining import pretraining_loader, pretraining_rows
 from lit_rlhf.data.record_datamodule import RecordDataModule, data_parallel_place
 from lit_rlhf.data.records import PromptRecord
-from lit_rlhf.data.tokenization import report_truncation
+from lit_rlhf.data.tokenization import report_truncation, special_id
 from lit_rlhf.data.tokenized import PROMPTS, PromptRows, SFTRows, encode_prompt_column
 from lit_rlhf.errors import ConfigError, DataError
 
@@ -184,7 +184,7 @@ class PromptDataModule(RecordDataModule):
             raise DataError(f"{empty} {split} prompts tokenize to nothing; generation needs at least one prompt token")
 
     def collate(self, items: list[PromptItem]) -> PromptBatch:
-        return collate_prompts(items, self.tokenizer.pad_token_id)
+        return collate_prompts(items, special_id(self.tokenizer, "pad_token_id"))
 
     def train_dataloader(self):
         prompts = super().train_dataloader()
@@ -198,7 +198,7 @@ class PromptDataModule(RecordDataModule):
                 seed=self.seed + 1,
                 rank=rank,
                 world_size=world_size,
-                pad_id=self.tokenizer.pad_token_id,
+                pad_id=special_id(self.tokenizer, "pad_token_id"),
                 num_workers=self.num_workers,
             )
         return CombinedLoader(loaders, mode="min_size")

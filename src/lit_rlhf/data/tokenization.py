@@ -41,9 +41,17 @@ def encode_prompt_responses(
     prompt_ids = tokenizer(list(prompts), add_special_tokens=True)["input_ids"]
     response_ids = tokenizer(list(responses), add_special_tokens=False)["input_ids"]
     return [
-        join_prompt_response(prompt, response, tokenizer.eos_token_id, max_length, max_prompt_length)
+        join_prompt_response(prompt, response, special_id(tokenizer, "eos_token_id"), max_length, max_prompt_length)
         for prompt, response in zip(prompt_ids, response_ids)
     ]
+
+
+def special_id(tokenizer: PreTrainedTokenizerBase, name: str) -> int:
+    """The tokenizer's `pad_token_id` or `eos_token_id` (`name`), which loading a tokenizer always sets."""
+    value = getattr(tokenizer, name)
+    if not isinstance(value, int):
+        raise ConfigError(f"the tokenizer has no single {name} (got {value!r}); set one before training")
+    return value
 
 
 def join_prompt_response(

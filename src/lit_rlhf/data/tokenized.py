@@ -31,7 +31,7 @@ from torch.utils.data import Dataset
 from transformers import PreTrainedTokenizerBase
 
 from lit_rlhf.data.collate import PreferenceItem, PromptItem, SFTItem
-from lit_rlhf.data.tokenization import EncodedExample, check_lengths, join_prompt_response
+from lit_rlhf.data.tokenization import EncodedExample, check_lengths, join_prompt_response, special_id
 
 log = logging.getLogger("lit_rlhf")
 
@@ -191,10 +191,10 @@ def encode_completions(
     prompt_ids = tokenizer(list(batch["prompt"]), add_special_tokens=True)["input_ids"]
     flat_ids = tokenizer(list(itertools.chain.from_iterable(batch["responses"])), add_special_tokens=False)["input_ids"]
     columns = {"ids": [], "prompt_lengths": [], "truncated": []}
-    start = 0
+    start, eos_token_id = 0, special_id(tokenizer, "eos_token_id")
     for prompt, responses in zip(prompt_ids, batch["responses"]):
         row = [
-            join_prompt_response(prompt, response, tokenizer.eos_token_id, max_length, max_prompt_length)
+            join_prompt_response(prompt, response, eos_token_id, max_length, max_prompt_length)
             for response in flat_ids[start : start + len(responses)]
         ]
         start += len(responses)

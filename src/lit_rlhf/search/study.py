@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import inspect
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lit_rlhf.errors import ConfigError
+
+if TYPE_CHECKING:
+    import optuna
 
 # The pruners a search config names -> their Optuna classes (`none` never stops a trial).
 PRUNERS = {
@@ -58,7 +61,7 @@ def make_pruner(name: str, options_by_name: dict[str, Any]):
     return build_with_options("pruner", name, getattr(optuna.pruners, PRUNERS[name]), options)
 
 
-def open_storage(url: str):
+def open_storage(url: str) -> optuna.storages.RDBStorage:
     """The study's RDB storage; SQLite waits up to a minute for a lock instead of failing at once
     (the sweeper and its parallel jobs write to one file)."""
     import optuna
@@ -66,10 +69,12 @@ def open_storage(url: str):
     engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
     # Workers that open a fresh SQLite file at once race to create its tables; the loser sees a
     # UNIQUE-constraint error, and its second try finds the tables made.
-    for attempt in range(3):
+    attempt = 0
+    while True:
         try:
             return optuna.storages.RDBStorage(url, engine_kwargs=engine)
         except Exception as error:  # SQLAlchemy's errors for a bad URL or an unreachable server
-            if attempt == 2 or "UNIQUE constraint" not in str(error):
+            attempt += 1
+            if attempt == 3 or "UNIQUE constraint" not in str(error):
                 raise ConfigError(f"cannot open the study storage {url}: {error}") from None
-            time.sleep(0.5 * (attempt + 1))
+            time.sleep(0.5 * attempt)

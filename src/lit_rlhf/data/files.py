@@ -21,14 +21,15 @@ from bisect import bisect_right
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import datasets
 
 from lit_rlhf.errors import DataError
 
-# A split's rows: parsed dicts, or a memory-mapped `datasets.Dataset` of them (iterated, never copied).
-Rows = Sequence[dict] | datasets.Dataset
+# A split's rows: parsed dicts, or a memory-mapped `datasets.Dataset` of them (iterated, never copied),
+# which reads as a sequence of dicts.
+Rows = Sequence[dict]
 
 logger = logging.getLogger("lit_rlhf")
 
@@ -56,7 +57,7 @@ def validate_rows(rows: SplitRows, parse: Callable[[dict], Record], skip_invalid
             skipped += 1
             if first_skipped is None:
                 first_skipped = (rows.where(index), error)
-    if skipped:
+    if first_skipped is not None:
         place, reason = first_skipped
         first = place.line_or_record if len(rows.files) == 1 else str(place)
         logger.warning(
@@ -110,7 +111,7 @@ def _load_saved(folder: str):
 def _saved_splits(folder: str) -> list[str]:
     """A saved DatasetDict's splits; a saved Dataset is one `train` split."""
     saved = _load_saved(folder)
-    return list(saved) if isinstance(saved, datasets.DatasetDict) else ["train"]
+    return [str(split) for split in saved] if isinstance(saved, datasets.DatasetDict) else ["train"]
 
 
 def _builder_for(file: str) -> str:
@@ -132,7 +133,7 @@ def _folder(folder: str) -> LocalData:
         builder = datasets.load_dataset_builder(folder)
     except Exception as error:  # datasets raises many kinds; all mean "nothing readable here"
         raise DataError(f"cannot read data folder {folder}: {error}") from error
-    files = {str(split): list(split_files) for split, split_files in builder.config.data_files.items()}
+    files = {str(split): list(split_files) for split, split_files in (builder.config.data_files or {}).items()}
     return LocalData(folder, builder.name, files)
 
 
@@ -216,7 +217,7 @@ def read_split(path: str, split: str, exact_json: bool = False) -> SplitRows:
     name = files[0] if len(files) == 1 else f"{data.path} (split '{split}')"
     if data.builder == SAVED:
         saved = _load_saved(data.path)
-        rows = saved[split] if isinstance(saved, datasets.DatasetDict) else saved
+        rows = as_rows(saved[split] if isinstance(saved, datasets.DatasetDict) else saved)
         return SplitRows(f"{data.path} (split '{split}')", rows, [FileRows(data.path, 0, None)])
     if data.builder != "json":
         return SplitRows(name, _load(data.builder, files, split, name), [FileRows(name, 0, None)])
@@ -234,13 +235,18 @@ def _read_hub(name: str, split: str) -> SplitRows:
     except Exception as error:
         raise DataError(_hub_failure(name, error)) from error
     if split not in dataset_splits:
-        raise _missing_split(split, name, list(dataset_splits))
-    return SplitRows(name, dataset_splits[split], [FileRows(name, 0, None)])
+        raise _missing_split(split, name, [str(available) for available in dataset_splits])
+    return SplitRows(name, as_rows(dataset_splits[split]), [FileRows(name, 0, None)])
+
+
+def as_rows(dataset) -> Rows:
+    """A `datasets.Dataset` as the sequence of dicts it is (its stubs type rows more loosely)."""
+    return cast(Rows, dataset)
 
 
 def _load(builder: str, files: list[str], split: str, name: str) -> Rows:
     try:
-        return datasets.load_dataset(builder, data_files={split: files}, split=split)
+        return as_rows(datasets.load_dataset(builder, data_files={split: files}, split=split))
     except Exception as error:  # datasets wraps reader errors in several types; the cause is what matters
         cause = error.__cause__ or error
         raise DataError(f"could not read {name}: {type(cause).__name__}: {cause}") from error
@@ -250,7 +256,7 @@ def _load_json(files: list[str], split: str) -> Rows:
     """The rows as a memory-mapped `datasets.Dataset` (iterated, never copied into a list), or a parsed list."""
     try:
         with _quiet(_DATASETS_JSON_LOGGER):
-            return datasets.load_dataset("json", data_files={split: files}, split=split)
+            return as_rows(datasets.load_dataset("json", data_files={split: files}, split=split))
     except Exception:
         # datasets never says which line is bad, and it also fails on some valid
         # files (a field whose type changes between rows, with blank lines in

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import datasets
+import datasets.config
 
 from lit_rlhf.errors import DataError
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import datasets
 import lightning as L
@@ -188,8 +189,9 @@ class RecordDataModule(L.LightningDataModule):
         # so runs at different seeds validate on the same examples.
         self.data_seed = data_seed
         self.splits = (train_split, val_split, val_fraction)
-        self.train_items = None
-        self.val_items = None
+        # The subclass's rows (what its `rows` builds: PreferenceRows, PromptRows, SFTRows), set by `setup`.
+        self.train_items: Any = None
+        self.val_items: Any = None
         self.suspect_rows: dict[str, int] = {}
 
     def setup(self, stage: str | None = None) -> None:

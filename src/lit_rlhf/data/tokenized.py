@@ -22,10 +22,11 @@ import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import datasets
 import numpy as np
-import pyarrow.compute as pc
+import pyarrow.compute as _compute
 from datasets.arrow_writer import ArrowWriter
 from torch.utils.data import Dataset
 from transformers import PreTrainedTokenizerBase
@@ -37,6 +38,9 @@ log = logging.getLogger("lit_rlhf")
 
 # Bump when the layout of the saved tables changes (the data code's own hash covers most changes).
 TABLE_FORMAT = 1
+
+# pyarrow generates its compute functions at import: its stubs do not list them.
+pc: Any = _compute
 
 
 # ----------------------------------------------------------------------------- fingerprints
@@ -121,7 +125,9 @@ def is_saved(path: Path) -> bool:
 
 def load_table(path: Path) -> datasets.Dataset:
     """A saved table, memory-mapped: its rows stay on disk until read."""
-    return datasets.load_from_disk(str(path))
+    table = datasets.load_from_disk(str(path))
+    assert isinstance(table, datasets.Dataset), f"{path} holds a DatasetDict, not one table"
+    return table
 
 
 def write_texts(columns: dict[str, list], features: datasets.Features, path: Path) -> datasets.Dataset:

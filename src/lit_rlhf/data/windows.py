@@ -15,10 +15,10 @@ resumed run continues with the same batches and the same totals.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import numpy as np
-import pyarrow.compute as pc
+import pyarrow.compute as _compute
 import torch.utils.data
 from torch.utils.data import Dataset
 from torchdata.stateful_dataloader.sampler import BatchSampler
@@ -26,6 +26,9 @@ from torchdata.stateful_dataloader.stateful import Stateful
 
 from lit_rlhf.data.collate import SFTItem
 from lit_rlhf.data.tokenized import SFTRows
+
+# pyarrow generates its compute functions at import: its stubs do not list them.
+pc: Any = _compute
 
 
 class WindowKey(NamedTuple):
@@ -141,4 +144,4 @@ class WindowedRows(Dataset):
         return len(self.rows)
 
     def __getitem__(self, key: WindowKey) -> tuple[SFTItem, int]:
-        return self.rows[key.index], key.window_tokens
+        return cast(SFTItem, self.rows[key.index]), key.window_tokens

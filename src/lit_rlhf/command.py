@@ -22,7 +22,7 @@ import re
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import torch
 from hydra.core.hydra_config import HydraConfig
@@ -111,7 +111,7 @@ def claim_run_folder(run_dir: Path) -> Path:
     return claim_folder(run_dir, "run", "hydra.run.dir", adoptable=lambda name: bool(HYDRA_ENTRIES.match(name)))
 
 
-def run_command(cfg: DictConfig, work: Callable[[DictConfig], T], command: str) -> T | None:
+def run_command(cfg: DictConfig, work: Callable[[DictConfig], T], command: str) -> T:
     """Run `work(cfg)` as a command: fresh state, a claimed and locked run folder, signals, one-line errors.
 
     Args:
@@ -128,7 +128,8 @@ def run_command(cfg: DictConfig, work: Callable[[DictConfig], T], command: str) 
     run_dir = Path(HydraConfig.get().runtime.output_dir if from_command_line else cfg.paths.output_dir)
     leading = launch_rank() == 0  # other ranks share rank 0's folder, lock and status
     lock = RunFolderLock(run_dir)
-    status, owned = {"command": command}, False  # status.json is written only into a folder this run holds
+    status: dict[str, Any] = {"command": command}
+    owned = False  # status.json is written only into a folder this run holds
     try:
         if leading:
             claim_run_folder(run_dir)

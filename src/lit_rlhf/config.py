@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
+from typing import cast
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
@@ -191,4 +192,4 @@ def loggable_config(cfg: DictConfig) -> dict:
             return node._value()
         return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
 
-    return resolve(cfg, "")
+    return cast(dict, resolve(cfg, ""))  # a DictConfig resolves to a dict

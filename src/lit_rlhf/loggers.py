@@ -10,12 +10,14 @@ from __future__ import annotations
 import csv
 import logging
 import os
+from collections.abc import Iterable
 from pathlib import Path
+from typing import cast
 
 import wandb
+from lightning.fabric.loggers.logger import rank_zero_experiment
 from lightning.pytorch.loggers import CSVLogger, WandbLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
-from lightning.pytorch.loggers.logger import rank_zero_experiment
 
 from lit_rlhf.wandb_history import run_folders
 
@@ -66,7 +68,7 @@ class _AppendingWriter(ExperimentWriter):
         if not self._fs.isfile(self.metrics_file_path):
             return
         with self._fs.open(self.metrics_file_path, "r", newline="") as stream:
-            header = next(csv.reader(stream), [])
+            header = next(csv.reader(cast(Iterable[str], stream)), [])  # fsspec's mode "r" is text
         self.metrics_keys = sorted(header)  # the writer keeps its columns sorted
         if header != self.metrics_keys:
             self._rewrite_with_new_header(self.metrics_keys)
@@ -81,7 +83,7 @@ class AppendingCSVLogger(CSVLogger):
         if self._experiment is None:
             self._fs.makedirs(self.root_dir, exist_ok=True)
             self._experiment = _AppendingWriter(log_dir=self.log_dir)
-        return self._experiment
+        return cast(ExperimentWriter, self._experiment)  # set only here, to an _AppendingWriter
 
 
 def close_loggers(loggers: list, status: str, exit_code: int | None = None) -> None:

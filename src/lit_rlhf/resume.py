@@ -79,14 +79,19 @@ def compared_settings(cfg: DictConfig) -> tuple[dict[str, Any], list[str]]:
             path = f"{prefix}.{key}" if prefix else str(key)
             if _under(path, NOT_COMPARED):
                 continue
-            interpolated = inherited or OmegaConf.is_interpolation(node, key)
+            interpolated = inherited or OmegaConf.is_interpolation(
+                node,
+                key,  # pyright: ignore[reportArgumentType]  # its stub takes str | int; any config key works
+            )
             if OmegaConf.is_missing(node, key):
                 value = "???"
             else:
                 try:
                     value = node[key]
                 except Exception:  # an interpolation that does not resolve (an unused asset): compared as written
-                    value = str(node._get_node(key)._value())
+                    written = node._get_node(key)
+                    assert written is not None, "the key was just listed"
+                    value = str(written._value())
             if isinstance(value, DictConfig):
                 walk(value, path, interpolated)
                 continue

@@ -91,7 +91,7 @@ def build(cfg: DictConfig) -> Run:
     record = run_record(cfg)  # first: instantiating the module resolves some of the config's interpolations in place
     ckpt_path = resolve_ckpt_path(cfg)
     checkpoint = read_checkpoint(ckpt_path) if ckpt_path is not None else None
-    if checkpoint is not None:
+    if ckpt_path is not None and checkpoint is not None:
         check_resume(cfg, checkpoint, ckpt_path)  # before any model loads
     check_training_outputs(cfg, ckpt_path)
     L.seed_everything(cfg.seed, workers=True)
@@ -102,7 +102,7 @@ def build(cfg: DictConfig) -> Run:
     datamodule = instantiate(cfg.data, tokenizer=tokenizer)
     module = instantiate(cfg.module, tokenizer=tokenizer, gold_reward=instantiate(cfg.gold_reward))
     check_compatible(module, datamodule)
-    if checkpoint is not None:
+    if ckpt_path is not None and checkpoint is not None:
         check_weights_fit(module, checkpoint, ckpt_path)
         del checkpoint
     datamodule.setup("fit")
@@ -125,7 +125,9 @@ CACHE_ENTRIES = re.compile(r"^([a-z_]+-[0-9a-f]{16}|\.building-.*)$")
 
 def setting_of(node: DictConfig, key: str, fallback: str) -> str:
     """The override that moves `node.key`: the key it interpolates (`${paths.export_dir}`), else `fallback`."""
-    raw = node._get_node(key)._value()
+    written = node._get_node(key)
+    assert written is not None, f"{key} is a key of the config"
+    raw = written._value()
     match = re.fullmatch(r"\$\{([\w.]+)\}", raw) if isinstance(raw, str) else None
     return match[1] if match else fallback
 
@@ -135,7 +137,7 @@ def resolve_ckpt_path(cfg: DictConfig) -> str | None:
     if cfg.ckpt_path != "last":
         return cfg.ckpt_path
     callbacks = cfg.callbacks or {}
-    folder = callbacks.checkpoint.dirpath if "checkpoint" in callbacks else cfg.paths.checkpoint_dir
+    folder = callbacks["checkpoint"].dirpath if "checkpoint" in callbacks else cfg.paths.checkpoint_dir
     last = Path(folder).expanduser() / "last.ckpt"
     if last.exists():
         log.info("ckpt_path=last: continuing from %s", last)

@@ -93,7 +93,7 @@ def read_offline_run(path: Path) -> OfflineRun:
         path = files[0]
     run = OfflineRun()
     for payload in record_payloads(path):
-        record = wandb_internal_pb2.Record()
+        record = wandb_internal_pb2.Record()  # pyright: ignore[reportAttributeAccessIssue]  # generated at import
         record.ParseFromString(payload)
         kind = record.WhichOneof("record_type")
         if kind == "run":

@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.core.override_parser.types import Glob, Override, RangeSweep, Transformer
+from hydra.core.override_parser.types import Glob, IntervalSweep, Override, RangeSweep, Transformer
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 
 from lit_rlhf.errors import ConfigError
@@ -65,15 +65,16 @@ def _range(override: Override, sweep: RangeSweep) -> tuple[BaseDistribution, tup
         raise ConfigError(f"{override.input_line}: the range is empty")
     if sweep.shuffle:
         return _categorical(override, values), tuple(values)
-    low, high, step = min(values), max(values), abs(sweep.step)
-    if all(isinstance(value, int) for value in (*values, sweep.step)):
-        return IntDistribution(low, high, step=step), tuple(values)
+    numbers = cast(list[int | float], values)  # a range sweep yields numbers only
+    low, high, step = min(numbers), max(numbers), abs(sweep.step)
+    if isinstance(step, int) and all(isinstance(value, int) for value in numbers):
+        return IntDistribution(int(low), int(high), step=step), tuple(values)
     high = round(low + (len(values) - 1) * step, 12)  # Hydra adds the step repeatedly; undo its rounding
     return FloatDistribution(low, high, step=step), tuple(values)
 
 
-def _interval(override: Override) -> BaseDistribution:
-    sweep = override.value()
+def _interval(override: Override, sweep: IntervalSweep) -> BaseDistribution:
+    assert sweep.start is not None and sweep.end is not None, "Hydra's grammar gives an interval both bounds"
     log, integer = "log" in sweep.tags, "int" in sweep.tags
     unknown = sorted(set(sweep.tags) - {"log", "int"})
     if unknown:
@@ -89,9 +90,9 @@ def _interval(override: Override) -> BaseDistribution:
 def _param(override: Override) -> Param:
     name = override.key_or_group + (f"@{override.package}" if override.package else "")
     value = override.value()
-    if override.is_interval_sweep():
-        return Param(name, override.get_key_element(), _interval(override), None)
-    if override.is_range_sweep():
+    if isinstance(value, IntervalSweep):
+        return Param(name, override.get_key_element(), _interval(override, value), None)
+    if isinstance(value, RangeSweep):
         return Param(name, override.get_key_element(), *_range(override, value))
     if isinstance(value, Glob):
         values = list(override.sweep_string_iterator())
@@ -112,6 +113,7 @@ def parse_search_space(params: dict[str, Any] | None, arguments: list[str], pars
         if override.is_sweep_override():
             space.params.append(_param(override))
         else:
+            assert override.input_line is not None, "the parser keeps each override's text"
             space.fixed.append(override.input_line)
     return space
 

@@ -12,7 +12,7 @@ import os
 import socket
 import warnings
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, cast
 
 import optuna
 from optuna.trial import TrialState
@@ -72,7 +72,7 @@ def make_sampler(
             raise ConfigError(
                 f"sampler 'grid' needs choice(...) or range(...) for every parameter; interval: {', '.join(continuous)}"
             )
-        fixed["search_space"] = {param.name: list(param.grid) for param in space.params}
+        fixed["search_space"] = {param.name: list(param.grid) for param in space.params if param.grid is not None}
     options = options_of("sampler", name, options_by_name, SAMPLERS)
     return build_with_options("sampler", name, SAMPLERS[name], options, **fixed)
 
@@ -80,6 +80,7 @@ def make_sampler(
 def grid_size(space: SearchSpace) -> int:
     size = 1
     for param in space.params:
+        assert param.grid is not None, "a grid search has a grid for every parameter (make_sampler checks)"
         size *= len(param.grid)
     return size
 
@@ -98,8 +99,10 @@ def open_study(storage, name: str, sampler, directions: list[str], metrics: list
     The study keeps the metric names: each trial's OptunaPruning callback reads them from there, and
     optuna-dashboard shows them.
     """
+    # cast: the sweeper checked each direction against DIRECTIONS
+    optuna_directions = cast(list[Literal["maximize", "minimize"]], directions)
     study = optuna.create_study(
-        storage=storage, study_name=name, sampler=sampler, directions=directions, load_if_exists=True
+        storage=storage, study_name=name, sampler=sampler, directions=optuna_directions, load_if_exists=True
     )
     stored = [direction.name.lower() for direction in study.directions]
     if study.metric_names is None and stored == directions:

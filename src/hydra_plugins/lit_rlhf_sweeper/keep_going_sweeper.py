@@ -19,6 +19,8 @@ class KeepGoingSweeper(BasicSweeper):
     """Hydra's basic sweeper, except that a failed job does not stop the sweep or hide its summary."""
 
     def sweep(self, arguments: list[str]) -> list[list[JobReturn]]:
+        # setup() sets these before Hydra calls sweep() (Hydra's BasicSweeper.sweep asserts the same)
+        assert self.hydra_context is not None and self.config is not None and self.launcher is not None
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
         self.overrides = self.split_arguments(
             parser.parse_overrides([*self._parse_config(), *arguments]), self.max_batch_size

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.plugins import Plugins
@@ -86,6 +86,7 @@ class OptunaSweeper(Sweeper):
                 f"hydra.sweeper.metrics names {len(self.metrics)} metric(s) ({', '.join(self.metrics)}) for "
                 f"{len(self.directions)} direction(s): one direction per metric"
             )
+        assert self.config is not None, "Hydra calls setup() before sweep()"
         if self.config.optimized_metric is None or self.metrics[0] != self.config.optimized_metric:
             raise ConfigError(
                 f"hydra.sweeper.metrics must start with optimized_metric ({self.config.optimized_metric}), "
@@ -105,6 +106,7 @@ class OptunaSweeper(Sweeper):
             raise ConfigError(f"n_trials and n_jobs must be >= 1, got {self.n_trials} and {self.n_jobs}")
 
     def _has_trial_callback(self) -> bool:
+        assert self.config is not None, "Hydra calls setup() before sweep()"
         nodes = (self.config.get("callbacks") or {}).values()
         return any(str(node.get("_target_", "")).endswith("OptunaPruning") for node in nodes if node is not None)
 
@@ -115,6 +117,7 @@ class OptunaSweeper(Sweeper):
         from ._search_space import parse_search_space
 
         self._check()
+        assert self.hydra_context is not None and self.config is not None, "Hydra calls setup() before sweep()"
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
         space = parse_search_space(self.params, arguments, parser)
         if not space.params:
@@ -168,6 +171,7 @@ class OptunaSweeper(Sweeper):
 
     def _run(self, study, space, batch: list) -> list[JobReturn]:
         """Launch the batch's trials (consecutive numbers together, job number = trial number) and tell each."""
+        assert self.launcher is not None, "Hydra calls setup() before sweep()"
         returns = []
         for group in _consecutive(batch):
             overrides = [space.overrides(_params_of(trial, space)) for trial in group]
@@ -218,7 +222,8 @@ class OptunaSweeper(Sweeper):
 
 def _plain(mapping) -> dict:
     """A config node (or a dict, or None) as a plain dict."""
-    return OmegaConf.to_container(mapping) if OmegaConf.is_config(mapping) else dict(mapping or {})
+    # cast: a mapping node converts to a dict (to_container is typed for any node)
+    return cast(dict, OmegaConf.to_container(mapping)) if OmegaConf.is_config(mapping) else dict(mapping or {})
 
 
 def _tell(study, number: int, **outcome: Any) -> None:

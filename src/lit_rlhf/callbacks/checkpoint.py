@@ -28,7 +28,9 @@ log = logging.getLogger("lit_rlhf")
 
 def capture_rng_states() -> dict:
     """Every RNG a run draws from, as tensors and plain types (loadable with torch.load(weights_only=True))."""
-    kind, keys, position, has_gauss, cached_gaussian = np.random.get_state()
+    state = np.random.get_state()
+    assert isinstance(state, tuple), "numpy's global RandomState is MT19937, whose legacy state is a tuple"
+    kind, keys, position, has_gauss, cached_gaussian = state
     return {
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],

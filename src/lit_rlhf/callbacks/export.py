@@ -8,8 +8,10 @@ The export folder is written beside its target and swapped in; it replaces only 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, Protocol, cast
 
 import lightning as L
+import torch
 
 from lit_rlhf.errors import NonFiniteError
 from lit_rlhf.models.adapters import save_trained_model
@@ -32,6 +34,14 @@ def save_pretrained_atomically(model, tokenizer, dirpath: Path, setting: str = "
     return replace_folder_atomically(dirpath, write, "export", setting)
 
 
+class ExportableModule(Protocol):
+    """What HFExport needs of the LightningModule (the SFT, DPO, PPO and reward-model modules have both)."""
+
+    tokenizer: Any
+
+    def export_model(self) -> torch.nn.Module: ...
+
+
 class HFExport(L.Callback):
     """At the end of fit, save `pl_module.export_model()` and its tokenizer to `dirpath`."""
 
@@ -41,12 +51,13 @@ class HFExport(L.Callback):
     def on_fit_end(self, trainer, pl_module) -> None:
         if trainer.interrupted or not trainer.is_global_zero:
             return
-        model = pl_module.export_model()
+        module = cast(ExportableModule, pl_module)  # Lightning types it as a plain LightningModule
+        model = module.export_model()
         broken = nonfinite_names(dict(model.state_dict()))
         if broken:
             raise NonFiniteError(
                 f"refusing to export a model with non-finite weights ({', '.join(broken[:3])}); nothing was written"
             )
-        path = save_pretrained_atomically(model, pl_module.tokenizer, self.dirpath)
+        path = save_pretrained_atomically(model, module.tokenizer, self.dirpath)
         # Printed, not logged: the path must reach the user whatever the logging config.
         print(f"exported the trained model (HF format) to {path}")

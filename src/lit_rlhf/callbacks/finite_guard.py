@@ -13,6 +13,8 @@ PPO optimises manually and checks its gradients itself (`PPOModule.update`), act
 
 from __future__ import annotations
 
+from typing import cast
+
 import lightning as L
 
 from lit_rlhf.errors import NonFiniteError
@@ -32,7 +34,9 @@ class NonFiniteGuard(L.Callback):
         if not pl_module.automatic_optimization:
             return
         parameters = [p for group in optimizer.param_groups for p in group["params"]]
-        if not finite_gradients_or_skip("gradient", trainer.global_step, pl_module.skip_nonfinite_updates, parameters):
+        # cast: a plain attribute of every module; nn.Module.__getattr__ types unknown ones as Tensor | Module
+        skip = cast(bool, pl_module.skip_nonfinite_updates)
+        if not finite_gradients_or_skip("gradient", trainer.global_step, skip, parameters):
             optimizer.zero_grad(set_to_none=True)  # optimizers skip parameters without a gradient
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:

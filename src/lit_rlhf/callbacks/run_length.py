@@ -24,7 +24,8 @@ class RunLength(L.Callback):
     @staticmethod
     def batches_done(trainer: L.Trainer) -> int:
         """Training batches processed so far in this fit, a resumed one included."""
-        return trainer.fit_loop.epoch_loop.batch_progress.total.processed
+        total = trainer.fit_loop.epoch_loop.batch_progress.total
+        return total.processed  # pyright: ignore[reportAttributeAccessIssue]  # a _ProcessedTracker, typed as its base
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if self.max_batches is not None and self.batches_done(trainer) >= self.max_batches:

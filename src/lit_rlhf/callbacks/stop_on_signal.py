@@ -19,7 +19,7 @@ import os
 import subprocess
 
 import lightning as L
-from lightning.fabric.plugins.environments import SLURMEnvironment
+from lightning.fabric.plugins.environments.slurm import SLURMEnvironment
 
 from lit_rlhf import signals
 from lit_rlhf.callbacks.checkpoint import ResumableCheckpoint
@@ -34,6 +34,7 @@ def slurm_requeue_signal(trainer: L.Trainer) -> int | None:
     if environment is None:  # one device: the strategy has none; the trainer's connector still detected it
         environment = trainer._accelerator_connector.cluster_environment
     if isinstance(environment, SLURMEnvironment) and environment.auto_requeue:
+        assert environment.requeue_signal is not None, "Lightning defaults it to SIGUSR1 (off Windows)"
         return int(environment.requeue_signal)
     return None
 
@@ -77,7 +78,8 @@ class StopOnSignal(L.Callback):
         if not signum:
             return
         done = trainer.fit_loop.total_batch_idx + 1
-        checkpoint = next((c for c in trainer.callbacks if isinstance(c, ResumableCheckpoint)), None)
+        callbacks = trainer.callbacks  # pyright: ignore[reportAttributeAccessIssue]  # set by Lightning, undeclared
+        checkpoint = next((c for c in callbacks if isinstance(c, ResumableCheckpoint)), None)
         if checkpoint is None:
             kept = "no checkpoint (the checkpoint callback is off)"
         else:
@@ -92,10 +94,17 @@ class StopOnSignal(L.Callback):
         signals.defer(False)
         self.pending = signals.Interrupted(signum, detail)
 
-    def stop_if_pending(self, *args) -> None:
+    def stop_if_pending(self) -> None:
         if self.pending is not None:
             stop, self.pending = self.pending, None
             raise stop
 
     # The step's metrics are logged after on_train_batch_end; the first of these hooks comes after that.
-    on_train_batch_start = on_validation_start = on_train_epoch_end = stop_if_pending
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx: int) -> None:
+        self.stop_if_pending()
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.stop_if_pending()
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.stop_if_pending()

@@ -47,7 +47,7 @@ class LoRA:
         return LoraConfig(
             task_type=task_type,
             r=self.r,
-            lora_alpha=self.alpha,
+            lora_alpha=self.alpha,  # pyright: ignore[reportArgumentType]  # peft says int; scaling = alpha / r
             lora_dropout=self.dropout,
             target_modules=self.target_modules,
             modules_to_save=modules_to_save,

@@ -54,7 +54,9 @@ def reward_model_inputs(
         for p, r, stop in zip(prompt_ids, response_ids, has_stop.tolist())
     ]
     length = max(len(row) for row in rows)
-    ids = torch.full((len(rows), length), tokenizer.pad_token_id, dtype=torch.long)
+    pad_id = tokenizer.pad_token_id
+    assert isinstance(pad_id, int), "a reward tokenizer has a pad token (torch.full needs an id)"
+    ids = torch.full((len(rows), length), pad_id, dtype=torch.long)
     mask = torch.zeros((len(rows), length), dtype=torch.long)
     for i, row in enumerate(rows):
         ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)

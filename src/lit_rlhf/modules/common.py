@@ -6,6 +6,7 @@ import contextlib
 import logging
 import math
 from collections.abc import Sequence
+from typing import cast
 
 import torch
 from torch import nn
@@ -20,7 +21,9 @@ from lit_rlhf.rewards import as_reward
 log = logging.getLogger("lit_rlhf")
 
 
-def build_optimizer(optimizer_factory, parameters, scheduler_factory=None, num_training_steps: int | None = None):
+def build_optimizer(
+    optimizer_factory, parameters, scheduler_factory=None, num_training_steps: int | float | None = None
+):
     """Bind a Hydra `_partial_` optimizer (and optional scheduler) to parameters, in Lightning's return format."""
     optimizer = optimizer_factory(params=[p for p in parameters if p.requires_grad])
     if scheduler_factory is None:
@@ -124,6 +127,13 @@ def log_learning_rate(module, batch_size: int) -> None:
     module.log("train/lr", module.optimizers().param_groups[0]["lr"], batch_size=batch_size)
 
 
+class MetricDict(nn.ModuleDict):
+    """A ModuleDict of torchmetrics metrics that says so to a type checker (a ModuleDict's items are Modules)."""
+
+    def __getitem__(self, key: str) -> Metric:
+        return cast(Metric, super().__getitem__(key))
+
+
 def log_updated_metrics(module, metrics: nn.ModuleDict, prefix: str, prog_bar: Sequence[str] = ()) -> None:
     """Log `prefix/name` for every metric that received values this epoch.
 
@@ -137,6 +147,10 @@ def log_updated_metrics(module, metrics: nn.ModuleDict, prefix: str, prog_bar: S
 
 class StdMetric(Metric):
     """The population standard deviation of every value seen, over all ranks (sums of values and squares)."""
+
+    total: torch.Tensor  # the states add_state registers
+    squares: torch.Tensor
+    count: torch.Tensor
 
     def __init__(self) -> None:
         super().__init__()

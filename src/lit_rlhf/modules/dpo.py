@@ -17,6 +17,7 @@ from lit_rlhf.data.batches import PreferenceBatch
 from lit_rlhf.losses.dpo import PairLogps
 from lit_rlhf.models.reference import Reference
 from lit_rlhf.modules.common import (
+    MetricDict,
     configure_optimizer,
     disable_dropout,
     finite_or_skip,
@@ -103,7 +104,7 @@ class DPOModule(L.LightningModule):
         self.sampling, self.val_sample_batches = sampling, val_sample_batches
         self.skip_nonfinite_updates, self.seed = skip_nonfinite_updates, seed
         self.tokenizer, self.gold_reward = tokenizer, frozen_gold(gold_reward)
-        self.val_metrics = torch.nn.ModuleDict({name: MeanMetric() for name in VAL_METRICS})
+        self.val_metrics = MetricDict({name: MeanMetric() for name in VAL_METRICS})
 
     # --------------------------------------------------------------- log-probs
     @staticmethod
@@ -144,14 +145,16 @@ class DPOModule(L.LightningModule):
     def on_fit_start(self) -> None:
         if not self.precompute_ref_logprobs or self.cached_ref_logps is not None:
             return
-        datamodule = self.trainer.datamodule
+        datamodule = self.trainer.datamodule  # pyright: ignore[reportAttributeAccessIssue]  # undeclared in Trainer
+        reference = self.reference
+        assert reference is not None, "precompute_ref_logprobs is on only for a loss that needs the reference"
         cache = torch.full((datamodule.total_ids(),), float("nan"))
         for loader, split in zip(datamodule.all_dataloaders(), ("train", "validation")):
             # A pass over the whole dataset: long on real data, so it gets a progress bar.
             for batch in tqdm(loader, desc=f"reference log-probs ({split})", disable=not self.trainer.is_global_zero):
                 batch = move_data_to_device(batch, self.device)
-                with self.reference.model() as reference:
-                    logps = self.completion_logps(reference, batch, self.layout(batch))[0]
+                with reference.model() as reference_model:
+                    logps = self.completion_logps(reference_model, batch, self.layout(batch))[0]
                 cache[batch.sequence_ids.cpu()] = logps.float().cpu()
         self.cached_ref_logps = cache
         # The cache replaces the reference model for the rest of the run.

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import lightning as L
 import torch
 import torch.nn.functional as F
 from torchmetrics import MeanMetric
+from transformers import PreTrainedModel
 
 from lit_rlhf.data.batches import PreferenceBatch
 from lit_rlhf.errors import ConfigError
 from lit_rlhf.losses.reward import reward_centering_penalty
 from lit_rlhf.modules.common import (
+    MetricDict,
     configure_optimizer,
     finite_or_skip,
     frozen_gold,
@@ -28,6 +32,11 @@ from lit_rlhf.ops.packing import PackedLayout, pack_layout
 PAIR_METRICS = ("reward_accuracy", "reward_margin", "reward_chosen", "reward_rejected")
 
 
+def _score_head(model: PreTrainedModel) -> torch.nn.Module:
+    """The scalar head (`score`) of a transformers *ForSequenceClassification model."""
+    return cast(torch.nn.Module, model.score)  # nn.Module's __getattr__ types it Tensor | Module
+
+
 def rewards_and_hidden(model, input_ids: torch.Tensor, attention_mask: torch.Tensor):
     """One backbone pass: (N,) rewards at each row's last real token, and the (N, T, H) final hidden states.
 
@@ -40,7 +49,7 @@ def rewards_and_hidden(model, input_ids: torch.Tensor, attention_mask: torch.Ten
         position_ids=position_ids_from_mask(attention_mask),
         use_cache=False,
     ).last_hidden_state
-    values = model.score(hidden).squeeze(-1).float()  # (N, T)
+    values = _score_head(model)(hidden).squeeze(-1).float()  # (N, T)
     return values.gather(1, last_true_index(attention_mask.bool()).unsqueeze(1)).squeeze(1), hidden
 
 
@@ -69,7 +78,7 @@ def packed_rewards_and_hidden(
     """`rewards_and_hidden` over packed rows: (N,) rewards and the (R * L, H) flat packed hidden states."""
     hidden = packed_hidden(model, layout, input_ids, attention_mask)
     last = hidden[last_token_places(layout, attention_mask)]  # (N, H)
-    return transformers_model(model).score(last).squeeze(-1).float(), hidden
+    return _score_head(transformers_model(model))(last).squeeze(-1).float(), hidden
 
 
 def packed_response_logps(
@@ -153,7 +162,7 @@ class RewardModel(L.LightningModule):
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.skip_nonfinite_updates = skip_nonfinite_updates
         metric_names = ["loss", *PAIR_METRICS, "gold_accuracy", *(["nll"] if nll.needs_logprobs else [])]
-        self.val_metrics = torch.nn.ModuleDict({name: MeanMetric() for name in metric_names})
+        self.val_metrics = MetricDict({name: MeanMetric() for name in metric_names})
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """(N,) rewards."""
@@ -187,7 +196,8 @@ class RewardModel(L.LightningModule):
             return self.pair_loss(chosen, rejected, batch), chosen, rejected, {}
         # One backbone pass feeds both heads.
         better, layout = batch.better_idx, self.layout(batch)
-        lm_head_weight = transformers_model(self.model).get_input_embeddings().weight
+        embeddings = transformers_model(self.model).get_input_embeddings()
+        lm_head_weight = cast(torch.Tensor, embeddings.weight)  # an embedding's (V, H) weight
         if layout is None:
             rewards, hidden = rewards_and_hidden(self.model, batch.input_ids, batch.attention_mask)
             logps, lengths = response_logps_from_hidden(
@@ -240,6 +250,7 @@ class RewardModel(L.LightningModule):
         This is measured against the noiseless gold ordering, not the noisy labels,
         so it says how well the model recovered the labellers' underlying preference.
         """
+        assert self.gold_reward is not None, "called only when the task has a gold reward"
         gold = self.gold_reward(batch.prompts, batch.responses).to(chosen.device)
         gold_diff = gold[batch.better_idx] - gold[batch.worse_idx]
         # Gold ties, and pairs the gold reward did not score (NaN), decide nothing.

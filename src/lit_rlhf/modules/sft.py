@@ -8,6 +8,7 @@ from torchmetrics import MeanMetric
 
 from lit_rlhf.data.batches import SFTBatch
 from lit_rlhf.modules.common import (
+    MetricDict,
     configure_optimizer,
     finite_or_skip,
     frozen_gold,
@@ -72,9 +73,7 @@ class SFTModule(L.LightningModule):
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.sampling, self.val_sample_batches = sampling, val_sample_batches
         self.skip_nonfinite_updates, self.seed = skip_nonfinite_updates, seed
-        self.val_metrics = torch.nn.ModuleDict(
-            {name: MeanMetric() for name in ("loss", "gold_reward", "response_length")}
-        )
+        self.val_metrics = MetricDict({name: MeanMetric() for name in ("loss", "gold_reward", "response_length")})
 
     def token_logprobs(self, batch: SFTBatch) -> torch.Tensor:
         """(B, T-1) log-probs of the next tokens, exact where `batch.loss_mask` is True."""

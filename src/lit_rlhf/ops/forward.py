@@ -24,7 +24,8 @@ def transformers_model(model: PreTrainedModel) -> PreTrainedModel:
     Forwards call it directly: its `base_model` is the backbone and its forward takes `logits_to_keep`,
     which a peft wrapper's do not.
     """
-    return model.get_base_model() if hasattr(model, "get_base_model") else model
+    get_base_model = getattr(model, "get_base_model", None)  # a peft wrapper's
+    return get_base_model() if get_base_model is not None else model
 
 
 def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:

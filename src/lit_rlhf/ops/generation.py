@@ -7,7 +7,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-from transformers import LogitsProcessorList, PreTrainedModel
+from torch import nn
+from transformers import LogitsProcessorList
 
 from lit_rlhf.ops.masking import response_mask
 
@@ -81,7 +82,7 @@ def concatenate_generations(parts: Sequence[Generation], pad_token_id: int) -> G
 
 @torch.no_grad()
 def generate(
-    policy: PreTrainedModel,
+    policy: nn.Module,
     prompt_ids: torch.Tensor,
     prompt_mask: torch.Tensor,
     sampling: SamplingConfig,
@@ -92,6 +93,7 @@ def generate(
     """Sample one response per prompt row (repeat rows beforehand for several per prompt).
 
     Args:
+        policy: a transformers causal LM, or a peft wrapper of one (an nn.Module, not a PreTrainedModel).
         logits_processor: extra processors for HF generate; they run before temperature, top-k and top-p
             (the rollout engine's log-prob recorder reads the raw logits there).
     """
@@ -100,7 +102,7 @@ def generate(
     else:
         # Greedy: HF warns about sampling flags given without sampling, so none are passed.
         decoding = dict(do_sample=False, temperature=None, top_k=None, top_p=None)
-    sequences = policy.generate(
+    sequences = policy.generate(  # pyright: ignore[reportCallIssue]  # HF's or peft's generate; nn.Module can't say
         input_ids=prompt_ids,
         attention_mask=prompt_mask,
         max_new_tokens=sampling.max_new_tokens,

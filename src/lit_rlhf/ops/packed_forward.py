@@ -7,6 +7,7 @@ log-probs at the target positions, rewards at each sequence's last real token.
 from __future__ import annotations
 
 import inspect
+from typing import cast
 
 import torch
 from torch import Tensor
@@ -53,7 +54,8 @@ def _attention_mask(inner: PreTrainedModel, layout: PackedLayout) -> Tensor:
     allowed = attention_allowed(layout)
     if inner.config._attn_implementation == "sdpa":
         return allowed
-    return additive_mask(allowed, inner.get_input_embeddings().weight.dtype)
+    embedding_weight = cast(Tensor, inner.get_input_embeddings().weight)  # nn.Module types it Tensor | Module
+    return additive_mask(allowed, embedding_weight.dtype)
 
 
 def packed_hidden(model: PreTrainedModel, layout: PackedLayout, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
@@ -103,6 +105,7 @@ def packed_sequence_logprobs(
     places, targets = target_places(layout, target_mask)
     labels = input_ids[targets[:, 0], targets[:, 1] + 1]  # (M,)
     head = transformers_model(model).get_output_embeddings()
+    assert isinstance(head, torch.nn.Linear), "a causal LM's head, linear (check_takes_packed_rows)"
     logprobs, _ = chunked_head_logprobs(hidden[places][None], head, labels[None], False, None)  # (1, M)
     unpacked = logprobs.new_zeros(target_mask.shape)
     return unpacked.index_put((targets[:, 0], targets[:, 1]), logprobs[0])

@@ -43,7 +43,8 @@ class PackedLayout:
     @property
     def shape(self) -> tuple[int, int]:
         """(R, L)."""
-        return tuple(self.unit.shape)
+        rows, length = self.unit.shape
+        return rows, length
 
 
 def prompt_lengths(response_mask: Tensor, lengths: Tensor) -> Tensor:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, overload
 
 import torch
 from torch import nn
@@ -185,6 +185,10 @@ class Reward(nn.Module):
         return super().__call__(Completions(list(prompts), list(texts), dict(kwargs))).total_or_nan()
 
 
+@overload
+def as_reward(reward: None) -> None: ...
+@overload
+def as_reward(reward: Reward | Callable) -> Reward: ...
 def as_reward(reward: Reward | Callable | None) -> Reward | None:
     """A Reward as it is; a plain `fn(prompts, completions, **columns)` (a task's gold reward) as a one-component
     Reward named `gold`; None as None."""

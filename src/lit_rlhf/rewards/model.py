@@ -7,10 +7,11 @@ worst case (min) or the uncertainty-weighted score of K reward models.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 import torch
 from torch import nn
-from transformers import PreTrainedTokenizerBase
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from lit_rlhf.errors import ConfigError
 from lit_rlhf.models.reward_inputs import own_tokenizer, reward_model_inputs
@@ -56,7 +57,8 @@ class RewardEnsemble(nn.Module):
     @torch.no_grad()
     def member_scores(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """(K, B) each member's reward at each row's last real token."""
-        return torch.stack([last_token_rewards(member, input_ids, attention_mask) for member in self.members])
+        members = cast(list[PreTrainedModel], list(self.members))  # transformers reward models, in a ModuleList
+        return torch.stack([last_token_rewards(member, input_ids, attention_mask) for member in members])
 
     @torch.no_grad()
     def score(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -119,5 +121,8 @@ class ModelReward(nn.Module):
             stops = torch.tensor(completions.stopped())
             ids, mask = reward_model_inputs(self.text_tokenizer, completions.prompts, completions.completions, stops)
         ids, mask = ids.to(self.device), mask.to(self.device)
-        scores = self.model.score(ids, mask) if self.ensemble else last_token_rewards(self.model, ids, mask)
+        if isinstance(self.model, RewardEnsemble):  # self.ensemble
+            scores = self.model.score(ids, mask)
+        else:
+            scores = last_token_rewards(cast(PreTrainedModel, self.model), ids, mask)  # a transformers reward model
         return Scores.of_all(scores)

@@ -24,7 +24,7 @@ def sweep_dir_of(root: Path, task: str) -> Path:
 
 
 def test_kl_sweep_gives_one_grouped_wandb_run_per_job_and_plots_the_frontier(tmp_path):
-    wandb_fast = [arg for arg in CLI_FAST if arg != "logger=csv"]  # the default logger: W&B (offline) + CSV
+    wandb_fast = [*CLI_FAST, "logger=wandb"]  # the default logger: W&B (offline) + CSV
     args = ["-m", "+experiment=ppo_kl", *wandb_fast, f"regularizer.kl.coef={','.join(KL_COEFS)}"]
     result = cli(args, cwd=tmp_path, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]

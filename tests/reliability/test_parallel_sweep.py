@@ -18,7 +18,7 @@ STAGE = {"rm_tiny": "reward model", "rm_margin": "reward model", "dpo": "dpo"}
 
 @pytest.mark.slow
 def test_jobs_of_a_parallel_sweep_each_write_their_own_aligned_metrics(tmp_path):
-    wandb_and_csv = [arg for arg in CLI_FAST if arg != "logger=csv"]
+    wandb_and_csv = [*CLI_FAST, "logger=wandb"]  # the default logger: W&B (offline) + CSV
     # Three jobs on two worker processes: the third runs in a process that ran one of the first two.
     args = ["-m", "hydra/launcher=local_parallel", *wandb_and_csv, "+experiment=rm_tiny,dpo,rm_margin"]
     result = cli(args, cwd=tmp_path, timeout=900)

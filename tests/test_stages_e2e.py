@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import changed, compose_config, logged_names, parameters_of
+from conftest import changed, compose_config, logged_names, parameters_of, read_metrics
 
 from lit_rlhf.train import build, fit, optimized_value
 
@@ -94,6 +94,7 @@ def test_reward_model_stages(tmp_path, experiment):
         ("grpo", []),
         ("grpo", ["regularizer.kl.gradient=straight_through", "loss_aggregation=seq_mean_token_sum"]),
         ("grpo_unbiased_kl", []),
+        ("grpo", ["mismatch_correction=tis"]),
         ("dr_grpo", []),
         ("grpo_clip_higher", ["trust_region.clip.dual_clip=3.0"]),
         ("gspo", []),
@@ -127,6 +128,14 @@ def test_ppo_regularizer_choices(tmp_path, experiment, overrides):
         assert {"train/trust_region_kl", "train/trust_region_kl_coef"} <= names
     if module.advantage.needs_greedy_baseline:
         assert "train/greedy_reward" in names
+    # The HF engine's log-probs (KV-cached decode) and the trainer's (one forward) of the same tokens: ~1e-6
+    # in fp32, logged on every training step under rollout/, with the correction's fraction when it has one.
+    steps = [row for row in read_metrics(tmp_path) if "train/reward" in row]
+    gaps = [row["rollout/logprob_diff/max"] for row in steps if "rollout/logprob_diff/max" in row]
+    assert len(gaps) == len(steps) == 2 and max(gaps) <= 1e-4, gaps
+    assert all("rollout/logprob_diff/mean" in row for row in steps)
+    if type(module.mismatch_correction).__name__ == "TruncatedImportanceSampling":
+        assert [row["rollout/truncated_fraction"] for row in steps] == [0.0, 0.0]
 
 
 @pytest.mark.parametrize("experiment", ["dpo", "dpo_nll", "ipo", "dpo_robust"])

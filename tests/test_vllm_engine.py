@@ -186,3 +186,16 @@ def test_responses_follow_the_generation_conventions(built, engine):
 def test_a_kv_cache_too_small_is_one_clear_error(built):
     with pytest.raises(ConfigError, match="cannot start with kv_cache_memory_bytes=4096, max_model_len"):
         VLLMEngine(built.policy, [0], 1, "float32", 4096, 0.3, True, None)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="vLLM's CPU attention kernels")
+def test_a_head_size_the_cpu_kernels_lack_is_one_clear_error(built):
+    """tiny-arith's heads are 24 wide; vLLM's CPU attention has no kernel for that (found running grpo_arith)."""
+    from transformers import AutoModelForCausalLM
+
+    from lit_rlhf.config import asset_path
+
+    policy = AutoModelForCausalLM.from_pretrained(asset_path("tiny-arith"), dtype=torch.float32).eval()
+    engine = VLLMEngine(policy, [0], 1, "float32", 32 << 20, 0.3, True, None)
+    with pytest.raises(ConfigError, match="generation=vllm cannot run this model .*; use generation=hf"):
+        engine.generate(torch.tensor([[3, 4, 5]]), torch.ones(1, 3, dtype=torch.long), GREEDY)

@@ -154,7 +154,12 @@ class VLLMEngine:
         ]
         prompts = [TokensPrompt(prompt_token_ids=tokens) for tokens in prompt_token_lists(prompt_ids, prompt_mask)]
         with preserved_process_state():
-            outputs = self.llm.generate(prompts, params, use_tqdm=False)
+            try:
+                outputs = self.llm.generate(prompts, params, use_tqdm=False)
+            except RuntimeError as error:  # e.g. the CPU attention kernels' head sizes: tiny-arith's 24 is not one
+                if "Unsupported" not in str(error):
+                    raise
+                raise ConfigError(f"generation=vllm cannot run this model ({error}); use generation=hf") from None
         completions = [output.outputs[0] for output in outputs]
         tokens = [list(completion.token_ids) for completion in completions]
         logprobs = [

@@ -129,6 +129,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="tiny,llama40m")
     parser.add_argument("--iterations", type=int, default=6, help="iterations per run; the first is not timed")
+    parser.add_argument("--engines", default="hf,vllm", help="in this order (vllm,hf: the other order)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--output", default=str(toolkit.BENCHMARKS / "results" / "vllm_iteration.json"))
     args = parser.parse_args()
@@ -139,7 +140,7 @@ def main() -> None:
     results = []
     with tempfile.TemporaryDirectory() as workdir:
         for model in args.models.split(","):
-            for engine in ("hf", "vllm"):
+            for engine in args.engines.split(","):
                 results.append(one_run(model, engine, args.iterations, os.path.join(workdir, f"{model}-{engine}")))
                 print(table(results[-1:]), flush=True)
     environment = toolkit.environment(args.threads) | {"vllm": vllm.__version__}

@@ -157,6 +157,16 @@ def test_seeded_draws_repeat_and_repeated_prompts_differ(built, engine):
     assert not all(pairs)
 
 
+def test_neighbouring_seeds_share_no_row_stream(built, engine):
+    """Best-of-n and validation batches call with seeds s, s + 1, ...: one prompt repeated on every row, the call
+    with seed 8 must not replay the call with seed 7 shifted by a row (it did with row seeds seed + row)."""
+    ids, mask = built.prompt_ids[:1].repeat(16, 1), built.prompt_mask[:1].repeat(16, 1)
+    seven = engine.generate(ids, mask, SAMPLED, seed=7).generation.response_ids
+    eight = engine.generate(ids, mask, SAMPLED, seed=8).generation.response_ids
+    shifted = [torch.equal(eight[row], seven[row + 1]) for row in range(15)]
+    assert sum(shifted) < 8, f"{sum(shifted)} of 15 rows replay the neighbouring seed's draws"
+
+
 def test_without_a_seed_the_draw_follows_the_torch_rng_and_leaves_the_others(built, engine):
     torch.manual_seed(9)
     first = engine.generate(built.prompt_ids, built.prompt_mask, SAMPLED).generation

@@ -17,7 +17,7 @@ Time per generated token (the batch's wall time / 40) is split into model forwar
 `policy.forward`, the KV cache's own updates included) and the rest ("overhead": logits processors,
 stopping criteria, input preparation, cache bookkeeping outside the model). Greedy decoding checks that
 `loop` yields the same tokens as `generate`. A cProfile of one `generate` call lists its top entries outside
-the model. Results: benchmarks/results/generation.json.
+the model. Results: outputs/benchmarks/generation.json.
 """
 
 from __future__ import annotations
@@ -33,8 +33,8 @@ import tempfile
 import time
 from contextlib import contextmanager
 
-import _toolkit as toolkit
 import torch
+from toolkit import common as toolkit
 
 PROMPTS, SAMPLES, NEW_TOKENS = 8, 4, 40
 
@@ -196,7 +196,8 @@ def main(argv=None) -> None:
                     f"{r['best_speedup_vs_generate']:.2f}x); greedy rows equal {r['greedy_rows_equal_to_generate']:.2f}"
                 )
             print("  generate, top by own time:", *result["generate_profile"], sep="\n    ")
-    path = toolkit.BENCHMARKS / "results" / "generation.json"
+    path = toolkit.RESULTS / "generation.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(payload, indent=2) + "\n")
     print(f"wrote {os.path.relpath(path)}")
 

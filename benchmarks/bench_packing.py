@@ -85,7 +85,7 @@ def short_task_case(pairs: int, stage: str):
     from pathlib import Path
 
     sys.path.insert(0, str(Path(__file__).parent))
-    import _toolkit as toolkit
+    from toolkit import common as toolkit
 
     from lit_rlhf.config import asset_path
     from lit_rlhf.models.loading import load_causal_lm, load_reward_model, load_tokenizer
@@ -181,7 +181,7 @@ def bench_shape(name: str, model, batch, objective, rounds: int, device: str) ->
                 "path": path,
                 "slots": slots(path),
                 "median_s": statistics.median(seconds[path]),
-                "saved_mib": saved_bytes(lambda: step(path)) / 2**20,
+                "saved_mib": saved_bytes(lambda path=path: step(path)) / 2**20,
                 "cuda_peak_mib": peak,
             }
         )

@@ -26,7 +26,7 @@ import tempfile
 from pathlib import Path
 from unittest import mock
 
-import _toolkit as toolkit
+from toolkit import common as toolkit
 
 # 10 layers × (attention 4·640² + MLP 3·640·1728) + tied 512 × 640 embedding = 49.9M parameters.
 MODEL = dict(hidden_size=640, intermediate_size=1728, num_hidden_layers=10, num_attention_heads=10)

@@ -14,9 +14,9 @@ import json
 import statistics
 import time
 
-import _toolkit as toolkit
 import torch
 from lightning.pytorch.utilities import move_data_to_device
+from toolkit import common as toolkit
 
 from lit_rlhf.config import asset_path
 from lit_rlhf.data.collate import collate_preferences

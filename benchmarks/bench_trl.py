@@ -8,14 +8,14 @@
         [--trl-defaults] [--ours-override module.prefix_sharing=false] [--profile DIR]
 
 DPO and reward rows also carry model FLOP/s, MFU against a matmul peak probed in the same run, and
-real vs padded tokens (_flops.py). `--data long`: make_long_pairs.py's 150-400-token prompts;
+real vs padded tokens (toolkit/flops.py). `--data long`: make_long_pairs.py's 150-400-token prompts;
 `--trl-defaults`: a third side, TRL at its own defaults (bf16 autocast, gradient checkpointing, ...);
 `--ours-override`: Hydra overrides for our side, after the benchmark's own.
 
 Throughput (preference pairs, or sampled episodes, per second over the steps after a warm-up), peak RSS,
 a held-out gold score of each final model, and a check that both learn the same: the per-step losses on
 identical batches (dpo, reward; exit 1 if the first step's differ by more than 1e-4), or what each trainer
-makes of one identical rollout (rloo, grpo, ppo). Results: benchmarks/results/ALGO[_large][_fixed][_NAME].json
+makes of one identical rollout (rloo, grpo, ppo). Results: outputs/benchmarks/ALGO[_large][_fixed][_NAME].json
 and the README rows on stdout. Nothing is downloaded.
 """
 
@@ -30,10 +30,10 @@ import tempfile
 from pathlib import Path
 from types import SimpleNamespace
 
-import _toolkit as toolkit
 import torch
-from _online import COMPARISONS as ONLINE
-from _preference import COMPARISONS as PREFERENCE
+from toolkit import common as toolkit
+from toolkit.online import COMPARISONS as ONLINE
+from toolkit.preference import COMPARISONS as PREFERENCE
 
 COMPARISONS = PREFERENCE | ONLINE
 
@@ -122,7 +122,8 @@ def compare_on(algo: str, model: str, data: str, args, workdir: str, environment
         comparison, run, repeats, not args.no_check
     )
     payload["environment"] = environment | {"load_average_at_end": os.getloadavg()}
-    path = toolkit.BENCHMARKS / "results" / f"{name}.json"
+    path = toolkit.RESULTS / f"{name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(payload, indent=2) + "\n")
     print(f"  wrote {os.path.relpath(path)}", flush=True)
     return name, payload
@@ -138,7 +139,7 @@ def main(argv=None) -> int:
             importlib.import_module(comparison.trl_module)
         except ImportError as error:
             setup = f"run `bash benchmarks/setup_trl.sh`, then {comparison.venv}/bin/python"
-            raise SystemExit(f"{algo} needs {comparison.trl_module} ({error}): {setup}")
+            raise SystemExit(f"{algo} needs {comparison.trl_module} ({error}): {setup}") from None
     environment = toolkit.environment(args.threads) | {"load_average_at_start": os.getloadavg()}
     rows, flop_rows, failed = [], [], False
     with tempfile.TemporaryDirectory(prefix="lit-rlhf-bench-") as workdir:

@@ -25,14 +25,14 @@ import time
 
 os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
 
-import _toolkit as toolkit  # noqa: E402
-import torch  # noqa: E402
+import torch
+from toolkit import common as toolkit
 
-from lit_rlhf.config import asset_path  # noqa: E402
-from lit_rlhf.generation import HFEngine, VLLMEngine  # noqa: E402
-from lit_rlhf.models.loading import build_causal_lm, load_causal_lm, load_tokenizer  # noqa: E402
-from lit_rlhf.ops.forward import sequence_logprobs  # noqa: E402
-from lit_rlhf.ops.generation import SamplingConfig  # noqa: E402
+from lit_rlhf.config import asset_path
+from lit_rlhf.generation import HFEngine, VLLMEngine
+from lit_rlhf.models.loading import build_causal_lm, load_causal_lm, load_tokenizer
+from lit_rlhf.ops.forward import sequence_logprobs
+from lit_rlhf.ops.generation import SamplingConfig
 
 PROMPTS, SAMPLES = 8, 4
 SAMPLING = SamplingConfig(max_new_tokens=40, temperature=1.0, top_k=0, top_p=1.0)

@@ -24,11 +24,11 @@ import time
 
 os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
 
-import torch  # noqa: E402
-from transformers import AutoModelForCausalLM, LlamaConfig  # noqa: E402
+import torch
+from transformers import AutoModelForCausalLM, LlamaConfig
 
-from lit_rlhf.generation import HFEngine, VLLMEngine  # noqa: E402
-from lit_rlhf.ops.generation import SamplingConfig  # noqa: E402
+from lit_rlhf.generation import HFEngine, VLLMEngine
+from lit_rlhf.ops.generation import SamplingConfig
 
 PRESETS = {
     # Qwen2.5-0.5B's shape as a Llama (no attention biases): 494M parameters.

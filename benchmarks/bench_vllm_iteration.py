@@ -30,13 +30,13 @@ from unittest import mock
 
 os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
 
-import _toolkit as toolkit  # noqa: E402
-import lightning as L  # noqa: E402
-import torch  # noqa: E402
-from hydra.utils import instantiate  # noqa: E402
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from toolkit import common as toolkit
 
-from lit_rlhf.generation import HFEngine, VLLMEngine  # noqa: E402
-from lit_rlhf.modules.ppo import PPOModule  # noqa: E402
+from lit_rlhf.generation import HFEngine, VLLMEngine
+from lit_rlhf.modules.ppo import PPOModule
 
 # The 38.8M Llama of bench_vllm.py, as overrides of model=tiny_scratch (the reward model follows its shape).
 LLAMA_40M = ["model=tiny_scratch", "model.policy.hidden_size=512", "model.policy.intermediate_size=1408"]

@@ -144,7 +144,7 @@ def main() -> None:
         for _ in range(args.batches):
             policy, reference, mask = random_batch(generator, args.pairs, args.length, dtype)
             pairs = pairs_of(policy, reference, mask)
-            key = lambda name: f"{name} ({str(dtype).removeprefix('torch.')})"  # noqa: E731
+            key = lambda name, dtype=dtype: f"{name} ({str(dtype).removeprefix('torch.')})"  # noqa: E731
 
             for choice, (trl_name, hyper, overrides) in CHOICES.items():
                 loss_fn, ours = our_loss([choice], None, overrides, pairs, beta)

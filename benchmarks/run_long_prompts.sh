@@ -19,7 +19,7 @@ run dpo reward --model large --data long --long-pairs "$LONG" --batch-size 2 --s
 run dpo reward --model large --data embedded --steps 4 --warmup 2 --repeats 1 --no-gold \
     --arms ours,trl_defaults --trl-defaults --name trl_defaults "$@"
 # where the time goes: torch.profiler over one round of each side, long prompts
-mkdir -p benchmarks/results/profiles
+mkdir -p outputs/benchmarks/profiles
 run dpo reward --model large --data long --long-pairs "$LONG" --batch-size 2 --steps 3 --warmup 1 --repeats 1 \
-    --profile benchmarks/results/profiles --name profile "$@"
+    --profile outputs/benchmarks/profiles --name profile "$@"
 echo "== $(date +%T) load $(cut -d' ' -f1-3 /proc/loadavg): done"

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import ast
 import csv
+import inspect
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -16,48 +19,28 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # One token cache per test session: tests share tokenized tables but never read a user's.
 os.environ.setdefault("LIT_RLHF_CACHE", tempfile.mkdtemp(prefix="lit-rlhf-cache-"))
 
-import pytest  # noqa: E402
-import torch  # noqa: E402
-from hydra import compose, initialize_config_dir  # noqa: E402
-from omegaconf import DictConfig  # noqa: E402
+import pytest
+import torch
+from omegaconf import DictConfig
 
-from lit_rlhf.config import CONFIG_DIR, register_resolvers  # noqa: E402
+from lit_rlhf import compose
 
-register_resolvers()
-
-# Small everything: 2 training batches, 1 validation batch, short samples, CSV logging only.
-FAST = [
-    "logger=csv",
-    "trainer.max_epochs=1",
-    "trainer.limit_train_batches=2",
-    "trainer.limit_val_batches=1",
-    "trainer.val_check_interval=null",
-    "trainer.log_every_n_steps=1",
-    "~callbacks.progress_bar",
-    "+trainer.enable_progress_bar=false",
-    "validate_before_fit=false",
-]
+# Small everything (`+debug=fast`): 2 training batches, 1 validation batch, CSV logging only.
+FAST = ["+debug=fast"]
 
 
 def compose_config(experiment: str | None, output_dir: Path, overrides: list[str] = ()) -> DictConfig:
     """The run config of `+experiment=...` with FAST settings, writing under `output_dir`."""
-    chosen = [f"+experiment={experiment}"] if experiment else []
-    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
-        return compose("train", overrides=[*chosen, *FAST, f"paths.output_dir={output_dir}", *overrides])
+    return compose(experiment, [*FAST, f"paths.output_dir={output_dir}", *overrides])
 
 
 def compose_named(config_name: str, output_dir: Path, overrides: list[str] = ()) -> DictConfig:
     """Another command's config (`evaluate`, `generate`), writing under `output_dir`."""
-    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
-        return compose(config_name, overrides=[f"paths.output_dir={output_dir}", *overrides])
+    return compose(None, [f"paths.output_dir={output_dir}", *overrides], config_name=config_name)
 
 
-# FAST for the command line: `+key` where the key is new, small batches.
-CLI_FAST = [arg for arg in FAST if not arg.startswith("~")] + [
-    "~callbacks.progress_bar",
-    "data.batch_size=4",
-    "data.val_batch_size=8",
-]
+# FAST for the command line, with small batches.
+CLI_FAST = [*FAST, "data.batch_size=4", "data.val_batch_size=8"]
 
 
 def cli(args: list[str], cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:
@@ -126,7 +109,52 @@ def changed(before: dict[str, torch.Tensor], model: torch.nn.Module) -> bool:
     return any(not torch.equal(before[name], p.detach()) for name, p in model.named_parameters())
 
 
+# Under pytest-xdist (`-n 2`, the default run) each worker takes one core: one torch thread per worker, and
+# the command-line runs a test starts inherit it. The tiny models gain little from a second thread.
+THREADS = 1 if os.environ.get("PYTEST_XDIST_WORKER") else 2
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
 @pytest.fixture(autouse=True)
 def _deterministic_threads():
-    # Two cores: torch's default intra-op threads already match; fix them so timings don't vary between tests.
-    torch.set_num_threads(2)
+    # Fixed per run, so timings don't vary between tests.
+    torch.set_num_threads(THREADS)
+
+
+# End-to-end tests carry the `slow` mark without anyone remembering to add it: a test is end-to-end when it,
+# a fixture it uses, or a helper of its module (transitively) runs a training loop or a command line.
+E2E_CALL = re.compile(r"\b(fit|train|cli|run_cli|Popen|check_output)\(|\bsubprocess\.run\(|\.fit\(")
+
+
+def end_to_end_names(module) -> set[str]:
+    """Module-level functions (tests, fixtures, helpers) that start a training loop or a command line."""
+    try:
+        tree = ast.parse(inspect.getsource(module))
+    except (OSError, TypeError):
+        return set()
+    sources = {
+        node.name: ast.get_source_segment(inspect.getsource(module), node) or ""
+        for node in tree.body
+        if isinstance(node, ast.FunctionDef)
+    }
+    found = {name for name, source in sources.items() if E2E_CALL.search(source)}
+    while True:  # helpers that call helpers
+        calls = re.compile(r"\b(" + "|".join(map(re.escape, found)) + r")\(") if found else None
+        more = {name for name, source in sources.items() if calls and name not in found and calls.search(source)}
+        if not more:
+            return found
+        found |= more
+
+
+def pytest_collection_modifyitems(config, items):
+    by_module: dict = {}
+    for item in items:
+        module = getattr(item, "module", None)
+        if module is None or item.get_closest_marker("slow"):
+            continue
+        if module not in by_module:
+            by_module[module] = end_to_end_names(module)
+        names = by_module[module]
+        if item.originalname in names or names & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)

@@ -20,15 +20,15 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-import torch  # noqa: E402
-import torch.distributed as dist  # noqa: E402
-from hydra import compose, initialize_config_dir  # noqa: E402
-from test_resume_and_export import KillAtBatch  # noqa: E402  (tests/ is this script's folder)
+import torch
+import torch.distributed as dist
+from hydra import compose, initialize_config_dir
+from test_resume_and_export import KillAtBatch
 
-from lit_rlhf.config import CONFIG_DIR, register_resolvers  # noqa: E402
-from lit_rlhf.ops import distributed  # noqa: E402
-from lit_rlhf.ops.masking import masked_whiten  # noqa: E402
-from lit_rlhf.train import build  # noqa: E402
+from lit_rlhf.config import CONFIG_DIR, register_resolvers
+from lit_rlhf.ops import distributed
+from lit_rlhf.ops.masking import masked_whiten
+from lit_rlhf.train import build
 
 GLOBAL_BATCH, STEPS = 8, 3
 

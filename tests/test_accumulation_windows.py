@@ -14,7 +14,7 @@ import torch
 from conftest import compose_config
 from test_resume_and_export import KillAtBatch
 
-from lit_rlhf.data.datamodules import train_loader
+from lit_rlhf.data.record_datamodule import train_loader
 from lit_rlhf.data.windows import AccumulationWindows, response_token_counts
 from lit_rlhf.modules.common import fit_optimizer_steps
 from lit_rlhf.ops.forward import sequence_logprobs

@@ -159,7 +159,8 @@ def test_over_long_sequences_are_truncated_counted_and_reported_once(tmp_path, c
 
 def test_missing_model_path(tmp_path):
     missing = tmp_path / "no" / "such" / "model"
-    error = user_error_of(compose_config("rm_tiny", tmp_path, ["model=hf", f"model.name_or_path={missing}"]))
+    overrides = ["model=hf", f"model.name_or_path={missing}", "data=task_pairs"]
+    error = user_error_of(compose_config("rm_tiny", tmp_path, overrides))
     assert isinstance(error, ConfigError)
     assert str(error) == f"model path does not exist: {missing}"
     assert_nothing_written(tmp_path)

@@ -46,7 +46,7 @@ def test_bon_frontier_on_data_without_a_gold_reward_stops_with_one_clear_error(t
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text("".join(f'{{"prompt": "Review of Film {i}:"}}\n' for i in range(8)))
     cfg = compose_config("bon_frontier", tmp_path, [*SMALL, "data=prompts", f"data.path={prompts}"])
-    with pytest.raises(ConfigError, match="set one with gold_reward=function gold_reward.fn="):
+    with pytest.raises(ConfigError, match=r"set one with gold_reward=function gold_reward\.fn="):
         evaluate(cfg)
 
 

@@ -16,6 +16,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from lit_rlhf.config import CONFIG_DIR
+from lit_rlhf.data import RecordDataModule
 from lit_rlhf.loggers import has_wandb_credentials
 from lit_rlhf.train import build, fit
 
@@ -31,7 +32,7 @@ def test_every_experiment_composes_and_instantiates(experiment, tmp_path):
     assert cfg.task_name == experiment
     run = build(cfg)
     assert type(run.module).__module__.startswith("lit_rlhf.modules.")
-    assert type(run.datamodule).__module__ == "lit_rlhf.data.datamodules"
+    assert isinstance(run.datamodule, RecordDataModule)
     assert run.module.batch_type is run.datamodule.batch_type
 
 

@@ -24,9 +24,10 @@ from lit_rlhf.data.collate import (
     collate_sft,
     response_target_mask,
 )
-from lit_rlhf.data.datamodules import PreferenceDataModule, PromptDataModule, load_train_val
+from lit_rlhf.data.preferences import JsonlPreferenceSource, PreferenceDataModule
+from lit_rlhf.data.prompts import PromptDataModule
+from lit_rlhf.data.record_datamodule import load_train_val
 from lit_rlhf.data.records import PromptRecord
-from lit_rlhf.data.sources import JsonlPreferenceSource
 from lit_rlhf.data.tokenization import EncodedExample, encode_prompt_responses, encode_prompts
 from lit_rlhf.errors import ConfigError
 from lit_rlhf.models.loading import load_tokenizer

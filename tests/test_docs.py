@@ -20,7 +20,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from lit_rlhf.config import CONFIG_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
-PAGES = sorted((ROOT / "docs").rglob("*.md")) + [ROOT / "README.md"]
+PAGES = [*sorted((ROOT / "docs").rglob("*.md")), ROOT / "README.md"]
 COMMAND = re.compile(r"python -m lit_rlhf\.(train|evaluate|generate)\b(.*)")
 # Commands that need the reader's own files on the search path (their configs are not in this repository).
 NEEDS_USER_CONFIG = re.compile(r"\+experiment=my_|hydra\.searchpath")

@@ -12,17 +12,13 @@ from hydra.utils import instantiate
 
 from lit_rlhf.config import CONFIG_DIR
 from lit_rlhf.errors import ConfigError
+from lit_rlhf.losses.anchored import apo_down_loss, apo_zero_loss, bco_pair_loss, nca_pair_loss
+from lit_rlhf.losses.aot import aot_loss, aot_pair_loss
 from lit_rlhf.losses.dpo import BCOPairLoss, MixedLoss, PairLogps, SigmoidLoss, SimPOLoss
-from lit_rlhf.losses.dpo_functions import aot_loss, discopop_loss, dpo_sigmoid_loss, exo_pair_loss, simpo_loss
-from lit_rlhf.losses.dpo_side_functions import (
-    aot_pair_loss,
-    apo_down_loss,
-    apo_zero_loss,
-    bco_pair_loss,
-    nca_pair_loss,
-    sft_loss,
-    sppo_hard_loss,
-)
+from lit_rlhf.losses.dpo_sigmoid import dpo_sigmoid_loss
+from lit_rlhf.losses.ipo import sppo_hard_loss
+from lit_rlhf.losses.margin_shapes import discopop_loss, exo_pair_loss
+from lit_rlhf.losses.reference_free import sft_loss, simpo_loss
 from lit_rlhf.modules.dpo import DPOModule
 from lit_rlhf.train import build, fit
 

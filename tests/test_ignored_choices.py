@@ -205,7 +205,7 @@ def test_each_loss_aggregation_changes_the_actor_loss(tmp_path, monkeypatch):
         run, batch = ppo_with(tmp_path / choice, "grpo", [f"loss_aggregation={choice}", "data.batch_size=2"])
         experience, _, _, _ = rollout(run.module, batch, monkeypatch)
         assert len(set(experience.response_mask.sum(1).tolist())) > 1, "the test needs ragged responses"
-        losses[choice], metrics = run.module.actor_loss(experience, None)
+        losses[choice], _ = run.module.actor_loss(experience, None)
         if choice == "token_mean":
             mask = experience.response_mask
             start = experience.prompt_length - 1
@@ -266,7 +266,7 @@ def test_score_shaping_changes_the_scores_the_update_sees(tmp_path, monkeypatch)
         "normalize": ["module.normalize_rewards=true"],
     }.items():
         run, batch = ppo_with(tmp_path / name, "ppo_kl", [*overrides, "data.batch_size=8"])
-        experience, metrics, _, _ = rollout(run.module, batch, monkeypatch)
+        experience, _, _, _ = rollout(run.module, batch, monkeypatch)
         scores[name] = experience.scores
     raw = scores["none"]
     torch.testing.assert_close(scores["clip"], raw.clamp(-0.5, 0.5))

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import torch
 
+from lit_rlhf.analysis.overoptimization import gao_fits, seed_groups
 from lit_rlhf.overoptimization.bon import best_of_first_n, bon_kl, expected_best_of_n
-from lit_rlhf.overoptimization.figure import gao_fits, seed_groups
 from lit_rlhf.overoptimization.fits import fit_gao, gao_curve
 from lit_rlhf.rewards import Completions, RewardEnsemble, aggregate_rewards
 from lit_rlhf.runs import RunHistory

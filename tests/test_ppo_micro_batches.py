@@ -40,7 +40,7 @@ def test_a_chunked_rollout_equals_the_whole_one(tmp_path, monkeypatch, experimen
         )
         generation = fixed_generation(run.module, batch.prompts)
         monkeypatch.setattr(run.module, "engine", FixedEngine(chunk_by_chunk(generation)))
-        experiences[chunk], metrics, _, _ = run.module.rollout(batch.prompts)
+        experiences[chunk], _, _, _ = run.module.rollout(batch.prompts)
     whole, chunked = experiences[None], experiences[3]
     assert len(whole) in (4, 16) and len(whole) % 3 != 0, "chunks of 3 must not divide the batch"
     for field in ("old_logprobs", "ref_logprobs", "values", "advantages", "returns", "scores"):
@@ -91,7 +91,7 @@ def test_accumulated_micro_batches_give_the_weights_of_one_whole_step(tmp_path, 
             tmp_path / str(micro), experiment, [*settings, f"module.train_micro_batch_size={micro or 'null'}"]
         )
         generation = fixed_generation(run.module, batch.prompts)
-        monkeypatch.setattr(run.module, "engine", FixedEngine(lambda *args: generation))
+        monkeypatch.setattr(run.module, "engine", FixedEngine(lambda *args, fixed=generation: fixed))
         experience, _, _, _ = run.module.rollout(batch.prompts)
         # The policy moves off its rollout-time weights so the ratio, clip and KL all take part.
         perturb(run.module.policy, scale=0.02, seed=3)

@@ -61,7 +61,7 @@ def test_tokens_after_eos_never_reach_rewards_advantages_or_losses(ppo, monkeypa
     eos = tok.eos_token_id
     words = tok(" the music was great.")["input_ids"]
     # Row 0 stops mid-way, row 1 stops at once, row 2 never stops (max length, no EOS).
-    responses = [words[:3] + [eos], [eos], words + words[:2]]
+    responses = [[*words[:3], eos], [eos], words + words[:2]]
     batch = prompt_batch(tok)
     first, metrics_a, _, texts_a = rollout_with(ppo, monkeypatch, batch, responses, filler=tok.pad_token_id)
     second, metrics_b, _, texts_b = rollout_with(ppo, monkeypatch, batch, responses, filler=words[2])
@@ -84,7 +84,7 @@ def test_score_is_read_at_the_last_real_token_with_the_missing_eos_penalty(ppo, 
     tok = ppo.tokenizer
     eos = tok.eos_token_id
     words = tok(" it was good.")["input_ids"]
-    responses = [words + [eos], words]
+    responses = [[*words, eos], words]
     batch = prompt_batch(tok)
     batch = PromptBatch(batch.input_ids[:2], batch.attention_mask[:2], batch.prompts[:2])
     experience, metrics, _, _ = rollout_with(ppo, monkeypatch, batch, responses, filler=tok.pad_token_id)

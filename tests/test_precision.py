@@ -25,7 +25,16 @@ STAGES = {
 def test_every_stage_trains_in_bf16_mixed(tmp_path, experiment):
     run = build(compose_config(experiment, tmp_path, [*BF16, *STAGES[experiment]]))
     assert run.trainer.precision == "bf16-mixed"
+    # The trained model's linear layers must compute in bf16 in the training steps (autocast applied), not
+    # merely run with the flag set: a precision setting that were ignored leaves them float32.
+    trained = run.module.model if experiment == "rm_tiny" else run.module.policy
+    linear = next(m for m in trained.modules() if isinstance(m, torch.nn.Linear))
+    training_dtypes = set()
+    linear.register_forward_hook(
+        lambda _module, _inputs, output: training_dtypes.add(output.dtype) if torch.is_grad_enabled() else None
+    )
     metrics = fit(run)
+    assert training_dtypes == {torch.bfloat16}, training_dtypes
     logged = [name for name in ("train/loss", "train/policy_loss", "val/loss", "train/kl") if name in metrics]
     assert logged and all(math.isfinite(metrics[name]) for name in logged), metrics
 

@@ -193,7 +193,7 @@ def test_models_that_cannot_take_a_4d_mask_are_refused():
             num_attention_heads=2,
             num_key_value_heads=1,
             sliding_window=8,
-        )  # fmt: skip
+        )
     )
     with pytest.raises(ConfigError, match="sliding-window"):
         check_takes_packed_rows(windowed, "module.padding_free")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import importlib
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -69,3 +70,29 @@ def test_py_typed_ships():
     assert (PACKAGE / "py.typed").exists()
     pyproject = (PACKAGE.parents[1] / "pyproject.toml").read_text()
     assert '"py.typed"' in pyproject
+
+
+def test_compose_makes_the_command_lines_config_and_checks_it(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cfg = lit_rlhf.compose("rm_tiny", ["+debug=fast"])
+    # The run folder the command line would make, under the working directory.
+    assert Path(cfg.paths.output_dir).parent == tmp_path / "outputs" / cfg.task_name / "runs"
+    # +debug=fast after the experiment wins over the experiment's own trainer settings.
+    assert (cfg.trainer.max_epochs, cfg.trainer.limit_train_batches, list(cfg.logger)) == (1, 2, ["csv"])
+    assert lit_rlhf.compose("rm_tiny").trainer.max_epochs == 3
+    with pytest.raises(lit_rlhf.ConfigError, match=r"data=prompts data\.path="):
+        lit_rlhf.compose("ppo_kl", ["model=hf", "model.name_or_path=/models/mine"])
+    lit_rlhf.compose("ppo_kl", ["model=hf", "model.name_or_path=/models/mine", "data=task_prompts"])
+
+
+def test_train_runs_a_composed_config_and_raises_user_errors(tmp_path):
+    from lit_rlhf.train import train
+
+    cfg = lit_rlhf.compose("sft_tiny", ["+debug=fast", f"paths.output_dir={tmp_path / 'run'}"])
+    metrics = train(cfg)
+    assert metrics["val/loss"] > 0 and (tmp_path / "run" / "checkpoints" / "last.ckpt").exists()
+    assert json.loads((tmp_path / "run" / "status.json").read_text())["status"] == "finished"
+    bad = lit_rlhf.compose("sft_tiny", ["+debug=fast", f"paths.output_dir={tmp_path / 'bad'}"])
+    bad.module.optimizer.lr = -1.0
+    with pytest.raises(lit_rlhf.ConfigError, match="lr"):
+        train(bad)

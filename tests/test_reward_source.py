@@ -29,12 +29,12 @@ def test_the_missing_reward_model_is_refused_before_any_model_loads(tmp_path, mo
         raise AssertionError("a model was loaded before the config was checked")
 
     monkeypatch.setattr("lit_rlhf.models.loading.load_causal_lm", no_loading)
-    with pytest.raises(ConfigError, match="model.reward.name_or_path is not set"):
-        build(compose_config("ppo_kl", tmp_path, HF_POLICY))
+    with pytest.raises(ConfigError, match=r"model\.reward\.name_or_path is not set"):
+        build(compose_config("ppo_kl", tmp_path, [*HF_POLICY, "data=task_prompts"]))
 
 
 def test_a_reward_model_with_a_new_head_is_refused(tmp_path):
-    overrides = [*HF_POLICY, f"model.reward.name_or_path={asset_path('tiny-sft')}"]
+    overrides = [*HF_POLICY, "data=task_prompts", f"model.reward.name_or_path={asset_path('tiny-sft')}"]
     with pytest.raises(Exception) as info:  # Hydra wraps what a target raises
         build(compose_config("ppo_kl", tmp_path, overrides))
     error = find_user_error(info.value)

@@ -118,7 +118,7 @@ def test_running_normalisation_learns_only_from_training_batches_and_round_trips
 
 
 def test_bad_choices_are_refused():
-    with pytest.raises(ConfigError, match="unknown reward.normalize 'zscore'; choose one of: none, batch, running"):
+    with pytest.raises(ConfigError, match=r"unknown reward\.normalize 'zscore'; choose one of: none, batch, running"):
         Reward({"length": component(length_of, 1.0)}, "zscore")
     with pytest.raises(ConfigError, match="at least one component"):
         Reward({}, "none")
@@ -222,7 +222,7 @@ def test_math_verifier_judges_equivalent_answers(completion, answer, expected):
 
 
 def test_math_verifier_leaves_rows_without_a_usable_answer_unscored():
-    correct, scored = MathVerifier(column="answer", weight=1.0)(texts("3", "3", answer=[None, "not math"]))
+    _, scored = MathVerifier(column="answer", weight=1.0)(texts("3", "3", answer=[None, "not math"]))
     assert scored.tolist() == [False, False]
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import wandb
 
-from lit_rlhf import plot
+from lit_rlhf import analysis, plot
 from lit_rlhf.errors import DataError
 from lit_rlhf.runs import RunHistory, load_runs, varying_overrides
 from lit_rlhf.sweep import summary_table
@@ -87,7 +87,7 @@ def test_frontier_points_prefer_held_out_values_and_sort_by_kl():
         history(["coef=0"], [{"train/kl": 8.0, "train/reward": 5.0, "val/gold_reward": -1.0}]),
         history(["coef=1"], [{"train/reward": 1.0}]),  # never logged a KL: not a frontier point
     ]
-    points = plot.frontier_points(runs)
+    points = analysis.frontier_points(runs)
     assert [(p.label, p.kl, p.proxy, p.gold) for p in points] == [
         ("coef=0.1", 2.0, 3.0, None),
         ("coef=0", 8.0, 5.0, -1.0),

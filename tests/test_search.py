@@ -16,9 +16,9 @@ from hydra_plugins.lit_rlhf_sweeper._results import front_table, pareto_front, p
 from hydra_plugins.lit_rlhf_sweeper._search_space import format_value, parse_search_space
 from hydra_plugins.lit_rlhf_sweeper._study import make_sampler
 from hydra_plugins.lit_rlhf_sweeper.optuna_sweeper import OptunaSweeper
-from lit_rlhf import plot
+from lit_rlhf import analysis
 from lit_rlhf.errors import ConfigError
-from lit_rlhf.sweep import TRAINING
+from lit_rlhf.search.study import TRAINING
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -127,7 +127,7 @@ def test_grid_sampler_takes_discrete_parameters_only():
     parser = OverridesParser.create()
     grid = make_sampler("grid", 0, 0, {}, parse_search_space({"a": "choice(1, 2)", "b": "range(0, 3)"}, [], parser), 1)
     assert isinstance(grid, optuna.samplers.GridSampler)
-    with pytest.raises(ConfigError, match="sampler 'grid' needs choice.* interval: lr"):
+    with pytest.raises(ConfigError, match=r"sampler 'grid' needs choice.* interval: lr"):
         make_sampler("grid", 0, 0, {}, parse_search_space({"lr": "interval(0.1, 1)"}, [], parser), 1)
     space = parse_search_space({"a": "choice(1, 2)"}, [], parser)
     with pytest.raises(
@@ -183,5 +183,5 @@ def test_pareto_front_keeps_the_undominated_trials_and_plots_them(tmp_path):
     assert table.splitlines()[0] == "| trial | val/gold_reward (max) | val/kl (min) | coef |"
     assert table.splitlines()[2] == "| 1 | 2 | 2 | 0.2 |"
     (tmp_path / "pareto_front.json").write_text(json.dumps(front))
-    plot.plot_pareto_front(front, tmp_path / "pareto_front.png")
+    analysis.plot_pareto_front(front, tmp_path / "pareto_front.png")
     assert (tmp_path / "pareto_front.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

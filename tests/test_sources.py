@@ -16,8 +16,8 @@ import pytest
 import tokenizers
 import transformers
 
+from lit_rlhf.data.preferences import HHRLHFSource, JsonlPreferenceSource
 from lit_rlhf.data.records import PreferenceRecord
-from lit_rlhf.data.sources import HHRLHFSource, JsonlPreferenceSource
 from lit_rlhf.errors import DataError
 
 # <|role|>content</s> per message; the generation prompt opens an assistant turn.
@@ -246,7 +246,7 @@ def test_chat_rows_without_a_tokenizer_are_an_error(tmp_path):
         JsonlPreferenceSource(str(path), skip_invalid=True),
         JsonlPreferenceSource(str(path), skip_invalid=False, tokenizer=tiny_chat_tokenizer(template=None)),
     ):
-        with pytest.raises(DataError, match="chat.template") as error:
+        with pytest.raises(DataError, match=r"chat.template") as error:
             source.load("train")
         assert str(error.value).startswith(f"{path}:2: ")
 
@@ -309,7 +309,7 @@ def test_missing_file_never_calls_datasets(tmp_path, monkeypatch, no_load_datase
     monkeypatch.chdir(tmp_path)
     source = JsonlPreferenceSource(path, skip_invalid=False)  # building a source does no I/O
     for read in (source.splits, lambda: source.load("train")):
-        with pytest.raises(DataError, match="^data file not found: /"):
+        with pytest.raises(DataError, match=r"^data file not found: /"):
             read()
 
 
@@ -322,7 +322,7 @@ def test_hub_name_goes_to_load_dataset_and_failure_mentions_offline(tmp_path, mo
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(datasets, "load_dataset", unreachable_hub)
-    with pytest.raises(DataError, match="Hugging Face Hub.*offline runs need"):
+    with pytest.raises(DataError, match=r"Hugging Face Hub.*offline runs need"):
         HHRLHFSource("Anthropic/hh-rlhf", skip_invalid=False).load("train")
     assert calls == [("Anthropic/hh-rlhf",)]
 

@@ -1,4 +1,4 @@
-"""Fast end-to-end runs of every stage and regularizer choice: parameters change and the named metrics are logged."""
+"""Fast end-to-end runs of every stage experiment: parameters change and the named metrics are logged."""
 
 from __future__ import annotations
 
@@ -75,39 +75,34 @@ def test_reward_model_stages(tmp_path, experiment):
     assert {"val/reward_chosen", "val/reward_rejected"} <= names
 
 
+# One short run per PPO-family experiment: it builds, trains, freezes its reference and logs what it names.
+# That each choice changes the quantity it names (estimators, advantages, KL gradients, aggregation, trust
+# regions, micro-batches) is tested term by term in test_ignored_choices.py and test_ppo_micro_batches.py:
+# a run like these would pass with the choice ignored.
+@pytest.mark.slow
 @pytest.mark.parametrize(
-    "experiment, overrides",
+    "experiment",
     [
-        ("ppo_kl", []),
-        ("ppo_kl", ["regularizer/kl/estimator=abs"]),
-        ("ppo_kl", ["regularizer/kl/estimator=k2"]),
-        ("ppo_kl", ["regularizer/kl/estimator=mse"]),
-        ("ppo_kl", ["regularizer/kl/estimator=k3"]),
-        ("ppo_adaptive_kl", []),
-        ("ppo_k3_loss", []),
-        ("ppo_k3_loss", ["regularizer/kl/estimator=full"]),
-        ("ppo_full_kl", []),
-        ("ppo_ptx", []),
-        ("ppo_nokl", []),
-        ("ppo_kl", ["advantage=reinforce"]),
-        ("rloo", []),
-        ("grpo", []),
-        ("grpo", ["regularizer.kl.gradient=straight_through", "loss_aggregation=seq_mean_token_sum"]),
-        ("grpo_unbiased_kl", []),
-        ("grpo", ["mismatch_correction=tis"]),
-        ("dr_grpo", []),
-        ("grpo_clip_higher", ["trust_region.clip.dual_clip=3.0"]),
-        ("gspo", []),
-        ("ppo_penalty", []),
-        ("ppo_kl", ["trust_region=clip_and_kl_penalty"]),
-        ("ppo_seq_kl", []),
-        ("ppo_reward_shaping", []),
-        ("remax", []),
-        ("ppo_kl", ["module.rollout_micro_batch_size=3", "module.train_micro_batch_size=2"]),
+        "ppo_kl",
+        "ppo_adaptive_kl",
+        "ppo_k3_loss",
+        "ppo_full_kl",
+        "ppo_ptx",
+        "ppo_nokl",
+        "rloo",
+        "grpo",
+        "grpo_unbiased_kl",
+        "dr_grpo",
+        "grpo_clip_higher",
+        "gspo",
+        "ppo_penalty",
+        "ppo_seq_kl",
+        "ppo_reward_shaping",
+        "remax",
     ],
 )
-def test_ppo_regularizer_choices(tmp_path, experiment, overrides):
-    run = build(compose_config(experiment, tmp_path, [*PPO_FAST, *overrides]))
+def test_ppo_family_experiments(tmp_path, experiment):
+    run = build(compose_config(experiment, tmp_path, PPO_FAST))
     module = run.module
     actor, reference = parameters_of(module.policy), parameters_of(module.reference)
     critic = parameters_of(module.critic) if module.critic is not None else None
@@ -116,10 +111,10 @@ def test_ppo_regularizer_choices(tmp_path, experiment, overrides):
     assert changed(actor, module.policy)
     assert not changed(reference, module.reference), "the reference must stay frozen"
     names = logged_names(tmp_path)
-    assert PPO_METRICS <= names, PPO_METRICS - names
+    assert names >= PPO_METRICS, PPO_METRICS - names
     if critic is not None:
         assert changed(critic, module.critic)
-        assert CRITIC_METRICS <= names
+        assert names >= CRITIC_METRICS
     if "ptx" in experiment:
         assert "train/ptx_nll" in names
     if "loss" in type(module.kl).__name__.lower():
@@ -129,13 +124,11 @@ def test_ppo_regularizer_choices(tmp_path, experiment, overrides):
     if module.advantage.needs_greedy_baseline:
         assert "train/greedy_reward" in names
     # The HF engine's log-probs (KV-cached decode) and the trainer's (one forward) of the same tokens: ~1e-6
-    # in fp32, logged on every training step under rollout/, with the correction's fraction when it has one.
+    # in fp32, logged on every training step under rollout/.
     steps = [row for row in read_metrics(tmp_path) if "train/reward" in row]
     gaps = [row["rollout/logprob_diff/max"] for row in steps if "rollout/logprob_diff/max" in row]
     assert len(gaps) == len(steps) == 2 and max(gaps) <= 1e-4, gaps
     assert all("rollout/logprob_diff/mean" in row for row in steps)
-    if type(module.mismatch_correction).__name__ == "TruncatedImportanceSampling":
-        assert [row["rollout/truncated_fraction"] for row in steps] == [0.0, 0.0]
 
 
 @pytest.mark.parametrize("experiment", ["dpo", "dpo_nll", "ipo", "dpo_robust"])
@@ -199,7 +192,10 @@ def test_the_presets_train_any_hf_causal_lm_by_path(tmp_path, tiny_gpt2, experim
     if experiment == "ppo_kl":
         # No trained reward model for this GPT-2: the gold reward scores; the critic starts from the policy.
         overrides = [*overrides, "reward=function", "reward.fn=lit_rlhf.task.gold_reward.GoldReward"]
-    run = build(compose_config(experiment, tmp_path, ["model=hf", f"model.name_or_path={tiny_gpt2}", *overrides]))
+    # The embedded task's data, chosen explicitly: with a user's model it is refused otherwise.
+    data = {"sft": "task_sft", "rm": "task_pairs", "dpo": "task_pairs", "ppo_kl": "task_prompts"}[experiment]
+    users_model = ["model=hf", f"model.name_or_path={tiny_gpt2}", f"data={data}"]
+    run = build(compose_config(experiment, tmp_path, [*users_model, *overrides]))
     if experiment == "ppo_kl":
         assert run.cfg.model.critic.name_or_path == str(tiny_gpt2), "no reward model: the critic is the policy's"
     assert run.cfg.optimized_metric != "val/gold_reward" or run.cfg.gold_reward is not None

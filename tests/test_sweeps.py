@@ -10,7 +10,7 @@ import yaml
 from conftest import CLI_FAST, cli
 from hydra import compose, initialize_config_dir
 
-from lit_rlhf import plot
+from lit_rlhf import analysis, plot
 from lit_rlhf.config import CONFIG_DIR
 from lit_rlhf.runs import load_runs
 from lit_rlhf.wandb_history import read_offline_run
@@ -48,7 +48,7 @@ def test_kl_sweep_gives_one_grouped_wandb_run_per_job_and_plots_the_frontier(tmp
     assert (sweep / "curves.png").stat().st_size > 0
     [one] = load_runs([next((sweep / "1" / "wandb").glob("offline-run-*"))])
     assert one.source == "wandb" and f"regularizer.kl.coef={KL_COEFS[1]}" in one.overrides
-    points = plot.frontier_points(load_runs([sweep], "wandb"))
+    points = analysis.frontier_points(load_runs([sweep], "wandb"))
     assert sorted(point.label for point in points) == [f"coef={c}" for c in KL_COEFS]
     assert all(point.proxy is not None and point.gold is not None for point in points)
 

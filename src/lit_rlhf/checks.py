@@ -135,7 +135,7 @@ def _settings(cfg: DictConfig) -> dict[str, object]:
     found: dict[str, object] = {}
 
     def walk(node, prefix: str) -> None:
-        for key in node.keys():
+        for key in node:
             path = f"{prefix}.{key}" if prefix else str(key)
             if str(key).startswith("_") or OmegaConf.is_interpolation(node, key) or OmegaConf.is_missing(node, key):
                 continue  # Hydra's _target_/_partial_; values set elsewhere; values not set

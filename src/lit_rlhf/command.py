@@ -20,8 +20,9 @@ import logging
 import os
 import re
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator, TypeVar
+from typing import TypeVar
 
 import torch
 from hydra.core.hydra_config import HydraConfig
@@ -115,12 +116,16 @@ def run_command(cfg: DictConfig, work: Callable[[DictConfig], T], command: str) 
 
     Args:
         command: names the command in `status.json` ("train", "evaluate", ...).
+
+    Outside a Hydra command (a notebook calling `lit_rlhf.train.train` on a config `lit_rlhf.compose` made),
+    the run folder is `cfg.paths.output_dir`, and a user error or a signal is raised to the caller instead of
+    ending the process.
     """
     fresh_job_state()
     signals.install()
-    hydra_cfg = HydraConfig.get()
-    multirun = hydra_cfg.mode == RunMode.MULTIRUN
-    run_dir = Path(hydra_cfg.runtime.output_dir)
+    from_command_line = HydraConfig.initialized()
+    multirun = from_command_line and HydraConfig.get().mode == RunMode.MULTIRUN
+    run_dir = Path(HydraConfig.get().runtime.output_dir if from_command_line else cfg.paths.output_dir)
     leading = launch_rank() == 0  # other ranks share rank 0's folder, lock and status
     lock = RunFolderLock(run_dir)
     status, owned = {"command": command}, False  # status.json is written only into a folder this run holds
@@ -138,6 +143,8 @@ def run_command(cfg: DictConfig, work: Callable[[DictConfig], T], command: str) 
     except signals.Interrupted as stop:
         if owned:
             write_status(run_dir, "stopped", **status, signal=stop.name, exit_code=stop.exit_code, detail=stop.detail)
+        if not from_command_line:
+            raise
         print(f"stopped by {stop.name}{' ' + stop.detail if stop.detail else ''}", file=sys.stderr, flush=True)
         raise SystemExit(stop.exit_code) from None  # ends a whole multirun too
     except Exception as error:
@@ -146,8 +153,9 @@ def run_command(cfg: DictConfig, work: Callable[[DictConfig], T], command: str) 
             write_status(run_dir, "failed", **status, error=str(user_error or f"{type(error).__name__}: {error}"))
         if user_error is None:
             raise  # a bug: its stack trace is what helps
-        if multirun:
-            # Hydra records the failed job and the sweep goes on; the sweep summary names it.
+        if multirun or not from_command_line:
+            # Hydra records the failed job and the sweep goes on; the sweep summary names it. A notebook
+            # gets the one-line error as an exception.
             raise user_error from None
         print(f"error: {user_error}", file=sys.stderr, flush=True)
         raise SystemExit(2) from None

@@ -4,11 +4,13 @@ anything is built."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
 from lit_rlhf.errors import ConfigError
 from lit_rlhf.outputs import marker_kind
@@ -106,12 +108,48 @@ def register_resolvers() -> None:
 USER_DATA = "data=prompts data.path=FILE (PPO, RLOO, GRPO), data=sft (SFT) or data=jsonl (reward models, DPO)"
 
 
-def check_embedded_task(cfg: DictConfig, overrides: list[str], choices: dict) -> None:
+def compose(experiment: str | None = None, overrides: Sequence[str] = (), config_name: str = "train") -> DictConfig:
+    """The config `python -m lit_rlhf.<config_name> +experiment=EXPERIMENT OVERRIDES` composes, for notebooks,
+    scripts, tests and benchmarks (`lit_rlhf.train.train(cfg)` runs it).
+
+    Checked as the command line checks it (an embedded task's data with another model is refused unless
+    `data=` is among `overrides`). `paths.output_dir` is the run folder the command line would create,
+    `outputs/<task_name>/runs/<time>` under the working directory, unless an override sets it.
+
+    Example:
+        cfg = lit_rlhf.compose("grpo", ["model=hf", "model.name_or_path=/models/mine", "data=prompts", ...])
+    """
+    from hydra import compose as compose_with_hydra
+    from hydra import initialize_config_dir
+
+    register_resolvers()
+    chosen = [f"+experiment={experiment}", *overrides] if experiment else list(overrides)
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose_with_hydra(config_name, overrides=chosen, return_hydra_config=True)
+    choices = dict(cfg.hydra.runtime.choices)
+    # The command line's run folder; `evaluate` and `generate` have no checkpoint to continue in it.
+    run_dir = f"outputs/{cfg.task_name}/runs/{datetime.now():%Y-%m-%d_%H-%M-%S}"
+    if "ckpt_path" in cfg:
+        run_dir = run_folder(cfg.ckpt_path, run_dir)
+    with open_dict(cfg):
+        del cfg["hydra"]
+        if not any(override.split("=", 1)[0].lstrip("+") == "paths.output_dir" for override in chosen):
+            cfg.paths.output_dir = str(Path(run_dir).absolute())
+    check_embedded_task(cfg, chosen, choices)
+    return cfg
+
+
+def check_embedded_task(cfg: DictConfig, overrides: list[str] | None = None, choices: dict | None = None) -> None:
     """Refuse an embedded task's data with a model that is not that task's, unless chosen on the command line.
 
     An experiment's default data is the embedded task's; with model=hf it would silently train a user's
-    model on the task's prompts and log the task's gold reward for it.
+    model on the task's prompts and log the task's gold reward for it. Without `overrides` and `choices`,
+    the command line's (Hydra's); a config `compose` made was checked there.
     """
+    if overrides is None or choices is None:
+        if not HydraConfig.initialized():
+            return
+        overrides, choices = list(HydraConfig.get().overrides.task), dict(HydraConfig.get().runtime.choices)
     data_task = OmegaConf.select(cfg, "data.embedded_task", default=None)
     if data_task is None or data_task == OmegaConf.select(cfg, "model.embedded_task", default=None):
         return
@@ -144,9 +182,7 @@ def loggable_config(cfg: DictConfig) -> dict:
 
     def resolve(node, path: str):
         if isinstance(node, DictConfig):
-            return {
-                str(key): resolve(node._get_node(key), f"{path}.{key}" if path else str(key)) for key in node.keys()
-            }
+            return {str(key): resolve(node._get_node(key), f"{path}.{key}" if path else str(key)) for key in node}
         if isinstance(node, ListConfig):
             return [resolve(node._get_node(i), f"{path}[{i}]") for i in range(len(node))]
         try:

@@ -10,21 +10,20 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-import hydra  # noqa: E402
-import lightning as L  # noqa: E402
-from hydra.core.hydra_config import HydraConfig  # noqa: E402
-from hydra.utils import instantiate  # noqa: E402
-from omegaconf import DictConfig  # noqa: E402
+import hydra
+import lightning as L
+from hydra.utils import instantiate
+from omegaconf import DictConfig
 
-from lit_rlhf.command import run_command  # noqa: E402
-from lit_rlhf.config import CONFIG_MODULE, check_embedded_task, loggable_config, register_resolvers  # noqa: E402
-from lit_rlhf.data.datamodules import eval_loader  # noqa: E402
-from lit_rlhf.errors import ConfigError  # noqa: E402
-from lit_rlhf.evaluation.evaluate import Evaluation, Evaluator, Reference  # noqa: E402
-from lit_rlhf.evaluation.outputs import print_table, write_json, write_jsonl  # noqa: E402
-from lit_rlhf.loggers import close_loggers  # noqa: E402
-from lit_rlhf.models.loading import check_model_paths, load_causal_lm, load_tokenizer  # noqa: E402
-from lit_rlhf.rewards import as_reward  # noqa: E402
+from lit_rlhf.command import run_command
+from lit_rlhf.config import CONFIG_MODULE, check_embedded_task, loggable_config, register_resolvers
+from lit_rlhf.data.record_datamodule import eval_loader
+from lit_rlhf.errors import ConfigError
+from lit_rlhf.evaluation.evaluate import Evaluation, Evaluator, Reference
+from lit_rlhf.evaluation.outputs import print_table, write_json, write_jsonl
+from lit_rlhf.loggers import close_loggers
+from lit_rlhf.models.loading import check_model_paths, load_causal_lm, load_tokenizer
+from lit_rlhf.rewards import as_reward
 
 register_resolvers()
 log = logging.getLogger("lit_rlhf")
@@ -121,7 +120,7 @@ def evaluate(cfg: DictConfig) -> Evaluation:
 
 
 def run(cfg: DictConfig) -> float | None:
-    check_embedded_task(cfg, list(HydraConfig.get().overrides.task), dict(HydraConfig.get().runtime.choices))
+    check_embedded_task(cfg)
     metrics = evaluate(cfg).metrics
     return metrics.get(cfg.optimized_metric)
 

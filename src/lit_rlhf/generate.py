@@ -9,28 +9,27 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-import hydra  # noqa: E402
-import lightning as L  # noqa: E402
-import torch  # noqa: E402
-from hydra.core.hydra_config import HydraConfig  # noqa: E402
-from hydra.utils import instantiate  # noqa: E402
-from omegaconf import DictConfig  # noqa: E402
-from tqdm import tqdm  # noqa: E402
+import hydra
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+from tqdm import tqdm
 
-from lit_rlhf.command import run_command  # noqa: E402
-from lit_rlhf.config import CONFIG_MODULE, check_embedded_task, register_resolvers  # noqa: E402
-from lit_rlhf.data.records import PromptRecord  # noqa: E402
-from lit_rlhf.errors import ConfigError  # noqa: E402
-from lit_rlhf.evaluation.generate import generate_completions  # noqa: E402
-from lit_rlhf.evaluation.outputs import write_jsonl  # noqa: E402
-from lit_rlhf.models.loading import check_model_paths  # noqa: E402
+from lit_rlhf.command import run_command
+from lit_rlhf.config import CONFIG_MODULE, check_embedded_task, register_resolvers
+from lit_rlhf.data.records import PromptRecord
+from lit_rlhf.errors import ConfigError
+from lit_rlhf.evaluation.generate import generate_completions
+from lit_rlhf.evaluation.outputs import write_jsonl
+from lit_rlhf.models.loading import check_model_paths
 
 register_resolvers()
 log = logging.getLogger("lit_rlhf")
@@ -74,7 +73,7 @@ def generate(cfg: DictConfig) -> Path:
 
 
 def run(cfg: DictConfig) -> None:
-    check_embedded_task(cfg, list(HydraConfig.get().overrides.task), dict(HydraConfig.get().runtime.choices))
+    check_embedded_task(cfg)
     with torch.no_grad():
         generate(cfg)
 

@@ -20,8 +20,8 @@ import os
 import re
 import shutil
 import socket
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 from lit_rlhf.errors import OutputError
 

@@ -75,7 +75,7 @@ def compared_settings(cfg: DictConfig) -> tuple[dict[str, Any], list[str]]:
     repeated: list[str] = []
 
     def walk(node: DictConfig, prefix: str, inherited: bool) -> None:
-        for key in node.keys():
+        for key in node:
             path = f"{prefix}.{key}" if prefix else str(key)
             if _under(path, NOT_COMPARED):
                 continue

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+from typing import ClassVar
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
 
@@ -39,7 +40,7 @@ class Interrupted(BaseException):
 class _State:
     received: int | None = None
     deferred: bool = False
-    previous: dict = {}
+    previous: ClassVar[dict] = {}
 
 
 def _handle(signum: int, frame) -> None:

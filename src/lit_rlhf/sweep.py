@@ -10,15 +10,10 @@ failed. Every job that finished keeps its outputs.
 
 from __future__ import annotations
 
-import inspect
 import json
 import logging
-import os
 import sys
-import tempfile
-import time
 from pathlib import Path
-from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.utils import JobReturn, JobStatus
@@ -26,85 +21,13 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from lit_rlhf.errors import ConfigError, UserError
+from lit_rlhf.errors import UserError
+from lit_rlhf.outputs import atomic_write_text
 from lit_rlhf.runs import group_by_all_but_seed, varying_overrides
 
 log = logging.getLogger("lit_rlhf.sweep")
 
 JOB_RECORD = "sweep_job.json"
-
-# What the Optuna sweeper (hydra_plugins/lit_rlhf_sweeper) and each trial's lit_rlhf.callbacks.OptunaPruning
-# share. Optuna is imported on first use: only searches need it.
-# The pruners a search config names -> their Optuna classes (`none` never stops a trial).
-PRUNERS = {
-    "none": "NopPruner",
-    "median": "MedianPruner",
-    "hyperband": "HyperbandPruner",
-    "successive_halving": "SuccessiveHalvingPruner",
-}
-# Trial user attributes the callback writes and the sweeper reads.
-LAST_METRICS = "last_metrics"
-TRAINING = "training"
-
-
-def build_with_options(kind: str, name: str, cls: type, options: dict[str, Any], **fixed: Any):
-    """`cls(**fixed, **options)`, with an unknown option named in one line, as a ConfigError."""
-    accepted = [p for p in inspect.signature(cls).parameters if p not in fixed]
-    unknown = sorted(set(options) - set(accepted))
-    if unknown:
-        takes = f"it takes: {', '.join(accepted)}" if accepted else "it takes no further options"
-        raise ConfigError(f"{kind} '{name}' does not take {', '.join(unknown)}; {takes}")
-    try:
-        return cls(**fixed, **options)
-    except (TypeError, ValueError) as error:
-        raise ConfigError(f"{kind} '{name}': {error}") from None
-
-
-def options_of(kind: str, name: str, options_by_name: dict[str, Any], names) -> dict[str, Any]:
-    """The chosen sampler's or pruner's options, from `hydra.sweeper.<kind>_options` (a mapping name -> options),
-    so that switching the sampler or pruner on the command line never hands one the other's settings."""
-    unknown = sorted(set(options_by_name or {}) - set(names))
-    if unknown:
-        raise ConfigError(
-            f"hydra.sweeper.{kind}_options names no {kind} '{unknown[0]}'; choose among: {', '.join(names)}"
-        )
-    return dict((options_by_name or {}).get(name) or {})
-
-
-def make_pruner(name: str, options_by_name: dict[str, Any]):
-    """The Optuna pruner called `name` (a key of PRUNERS), built with its entry of `options_by_name`."""
-    if name not in PRUNERS:
-        raise ConfigError(f"unknown pruner '{name}'; choose one of: {', '.join(PRUNERS)}")
-    import optuna
-
-    options = options_of("pruner", name, options_by_name, PRUNERS)
-    return build_with_options("pruner", name, getattr(optuna.pruners, PRUNERS[name]), options)
-
-
-def open_storage(url: str):
-    """The study's RDB storage; SQLite waits up to a minute for a lock instead of failing at once
-    (the sweeper and its parallel jobs write to one file)."""
-    import optuna
-
-    engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
-    # Workers that open a fresh SQLite file at once race to create its tables; the loser sees a
-    # UNIQUE-constraint error, and its second try finds the tables made.
-    for attempt in range(3):
-        try:
-            return optuna.storages.RDBStorage(url, engine_kwargs=engine)
-        except Exception as error:  # SQLAlchemy's errors for a bad URL or an unreachable server
-            if attempt == 2 or "UNIQUE constraint" not in str(error):
-                raise ConfigError(f"cannot open the study storage {url}: {error}") from None
-            time.sleep(0.5 * (attempt + 1))
-
-
-def write_atomically(path: Path, text: str) -> None:
-    """Write to a temporary file beside `path`, then rename: readers never see half a file."""
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(handle, "w") as stream:
-        stream.write(text)
-    os.chmod(temporary, 0o644)  # mkstemp makes it private
-    os.replace(temporary, path)
 
 
 def summary_table(records: list[dict]) -> str:
@@ -185,7 +108,7 @@ class SweepSummary(Callback):
             )
         output_dir = Path(hydra_cfg.runtime.output_dir)
         output_dir.mkdir(parents=True, exist_ok=True)
-        write_atomically(output_dir / JOB_RECORD, json.dumps(record, indent=2))
+        atomic_write_text(output_dir / JOB_RECORD, json.dumps(record, indent=2))
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
@@ -197,10 +120,10 @@ class SweepSummary(Callback):
         by_seed = seed_group_table(records)
         if by_seed:
             table += "\n\nOver seeds (sd: sample standard deviation):\n" + by_seed
-        write_atomically(
+        atomic_write_text(
             sweep_dir / "sweep_summary.json", json.dumps(sorted(records, key=lambda r: r["job"]), indent=2)
         )
-        write_atomically(sweep_dir / "sweep_summary.md", table + "\n")
+        atomic_write_text(sweep_dir / "sweep_summary.md", table + "\n")
         failed = [record for record in records if record["status"] == "FAILED"]
         pruned = sum(record["status"] == "PRUNED" for record in records)
         counts = f"{len(records)} jobs, " + (f"{pruned} pruned, " if pruned else "") + f"{len(failed)} failed"

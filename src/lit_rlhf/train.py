@@ -14,35 +14,44 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-import hydra  # noqa: E402
-import lightning as L  # noqa: E402
-from hydra.core.hydra_config import HydraConfig  # noqa: E402
-from hydra.utils import instantiate  # noqa: E402
-from omegaconf import DictConfig  # noqa: E402
+import hydra
+import lightning as L
+from hydra.utils import instantiate
+from omegaconf import DictConfig
 
-from lit_rlhf import signals  # noqa: E402
-from lit_rlhf.callbacks.finite_guard import NonFiniteGuard  # noqa: E402
-from lit_rlhf.callbacks.run_length import RunLength  # noqa: E402
-from lit_rlhf.callbacks.stop_on_signal import StopOnSignal  # noqa: E402
-from lit_rlhf.checks import check_settings, check_suspect_rows  # noqa: E402
-from lit_rlhf.command import exit_on_user_error, find_user_error, run_command  # noqa: E402
-from lit_rlhf.config import (  # noqa: E402
+from lit_rlhf import signals
+from lit_rlhf.callbacks.finite_guard import NonFiniteGuard
+from lit_rlhf.callbacks.run_length import RunLength
+from lit_rlhf.callbacks.stop_on_signal import StopOnSignal
+from lit_rlhf.checks import check_settings, check_suspect_rows
+from lit_rlhf.command import exit_on_user_error, find_user_error, run_command
+from lit_rlhf.config import (
     CONFIG_MODULE,
     check_compatible,
     check_embedded_task,
     loggable_config,
     register_resolvers,
 )
-from lit_rlhf.errors import OutputError  # noqa: E402
-from lit_rlhf.loggers import close_loggers  # noqa: E402
-from lit_rlhf.models.loading import check_model_paths  # noqa: E402
-from lit_rlhf.outputs import check_folder, claim_folder  # noqa: E402
-from lit_rlhf.overoptimization.bon import evaluate  # noqa: E402
-from lit_rlhf.resume import RunRecord, check_resume, check_weights_fit, read_checkpoint, run_record  # noqa: E402
+from lit_rlhf.errors import OutputError
+from lit_rlhf.loggers import close_loggers
+from lit_rlhf.models.loading import check_model_paths
+from lit_rlhf.outputs import check_folder, claim_folder
+from lit_rlhf.overoptimization.bon import evaluate
+from lit_rlhf.resume import RunRecord, check_resume, check_weights_fit, read_checkpoint, run_record
 
 register_resolvers()
 log = logging.getLogger("lit_rlhf")
-__all__ = ["Run", "build", "exit_on_user_error", "find_user_error", "fit", "main", "optimized_value", "train"]
+__all__ = [
+    "Run",
+    "build",
+    "exit_on_user_error",
+    "find_user_error",
+    "fit",
+    "main",
+    "optimized_value",
+    "train",
+    "train_or_evaluate",
+]
 
 
 class _DropLightningTips(logging.Filter):
@@ -98,7 +107,8 @@ def build(cfg: DictConfig) -> Run:
         del checkpoint
     datamodule.setup("fit")
     check_suspect_rows(datamodule, cfg.refuse_suspect_rows)
-    callbacks = [instantiate(node) for node in (cfg.callbacks or {}).values()]
+    # A callback set to null (`+debug=fast` drops the progress bar) is left out.
+    callbacks = [instantiate(node) for node in (cfg.callbacks or {}).values() if node is not None]
     loggers = [instantiate(node) for node in (cfg.logger or {}).values()]
     length_overrides, run_length = run_length_settings(cfg.trainer, module, datamodule)
     # The guard first (broken weights stop the run before a checkpoint saves them), the signal stop last
@@ -138,7 +148,7 @@ def check_training_outputs(cfg: DictConfig, ckpt_path: str | None) -> None:
     """Before any work: every folder a callback writes (checkpoints, export) is new, empty or ours; a checkpoint
     an earlier run left there is continued, never overwritten; the token cache folder is claimed."""
     for name, node in (cfg.callbacks or {}).items():
-        if "dirpath" not in node:
+        if node is None or "dirpath" not in node:
             continue
         folder = check_folder(node.dirpath, name, setting_of(node, "dirpath", f"callbacks.{name}.dirpath"))
         earlier = folder / "last.ckpt"
@@ -242,18 +252,32 @@ def optimized_value(cfg: DictConfig, metrics: dict[str, float]) -> float | None:
     return metrics[cfg.optimized_metric]
 
 
-def train(cfg: DictConfig) -> float | None:
-    """Train (or, for an evaluation experiment, evaluate) and return the value a search optimizes."""
-    check_embedded_task(cfg, list(HydraConfig.get().overrides.task), dict(HydraConfig.get().runtime.choices))
+def train_or_evaluate(cfg: DictConfig) -> dict[str, float]:
+    """Train (or, for an evaluation experiment, evaluate) and return the final metrics."""
+    check_embedded_task(cfg)
     if "evaluate" in cfg:
         # An evaluation experiment (+experiment=bon_frontier) names what it runs; nothing is trained.
-        return optimized_value(cfg, evaluate(cfg))
-    return optimized_value(cfg, fit(build(cfg)))
+        return evaluate(cfg)
+    return fit(build(cfg))
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    """Run a config as `python -m lit_rlhf.train` runs it, from a notebook or a script, and return the final
+    metrics (`val/...`, `train/...`): the run folder `cfg.paths.output_dir` claimed and locked, `status.json`,
+    signals and one-line errors (a `UserError` is raised, not printed).
+
+    Example:
+        cfg = lit_rlhf.compose("ppo_kl", ["trainer.max_steps=20"])
+        metrics = train(cfg)
+    """
+    return run_command(cfg, train_or_evaluate, "train")
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_MODULE, config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    return run_command(cfg, train, "train")
+    """The command line: train, and hand a sweep or search the value it optimizes."""
+    metrics = run_command(cfg, train_or_evaluate, "train")
+    return None if metrics is None else optimized_value(cfg, metrics)
 
 
 if __name__ == "__main__":

@@ -69,7 +69,7 @@ def signal_when_paused(process: subprocess.Popen, flag: Path, signum: int, timeo
     deadline = time.monotonic() + timeout
     while not flag.exists():
         if process.poll() is not None or time.monotonic() > deadline:
-            out, err = process.communicate()
+            _, err = process.communicate()
             raise AssertionError(f"the run never reached its pause (rc {process.returncode}):\n{err[-3000:]}")
         time.sleep(0.1)
     os.kill(process.pid, signum)

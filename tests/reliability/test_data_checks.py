@@ -69,7 +69,10 @@ def test_the_shipped_experiments_pass_the_range_checks(tmp_path):
 @pytest.mark.parametrize(
     "overrides, expected",
     [
-        (["model=hf"], "model.name_or_path is not set; set it on the command line with model.name_or_path=<value>"),
+        (
+            ["model=hf", "data=task_pairs"],
+            "model.name_or_path is not set; set it on the command line with model.name_or_path=<value>",
+        ),
         (["data=jsonl"], "data.path is not set; set it on the command line with data.path=<value>"),
     ],
 )

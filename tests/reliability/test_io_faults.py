@@ -64,9 +64,8 @@ def small_tmpfs(path: Path, options: str):
 
 
 def test_a_read_only_output_folder_is_refused_before_training(tmp_path):
-    with small_tmpfs(tmp_path / "readonly", "ro,size=1m") as readonly:
-        with pytest.raises(Exception) as refused:
-            build(compose_config("rm_tiny", tmp_path / "run", [*RM, f"paths.export_dir={readonly / 'export'}"]))
+    with small_tmpfs(tmp_path / "readonly", "ro,size=1m") as readonly, pytest.raises(Exception) as refused:
+        build(compose_config("rm_tiny", tmp_path / "run", [*RM, f"paths.export_dir={readonly / 'export'}"]))
     error = find_user_error(refused.value)
     assert str(error) == (
         f"cannot write the export folder {readonly / 'export'} (paths.export_dir): {readonly} is not writable "

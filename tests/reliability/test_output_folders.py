@@ -113,6 +113,6 @@ def test_a_run_folder_holding_only_what_hydra_wrote_is_adopted_and_any_other_is_
     assert (claim_run_folder(fresh) / MARKER).is_file()
     before = project_folder(tmp_path / "project")
     (tmp_path / "project" / ".hydra").mkdir()  # Hydra wrote its record into the user's folder just now
-    with pytest.raises(OutputError, match="Choose a new or empty folder with hydra.run.dir="):
+    with pytest.raises(OutputError, match=r"Choose a new or empty folder with hydra\.run\.dir="):
         claim_run_folder(tmp_path / "project")
     assert contents(tmp_path / "project") == before

@@ -162,7 +162,7 @@ def test_a_resumed_w_and_b_run_continues_its_id_and_reads_back_as_one_history(tm
 
     monkeypatch.setenv("WANDB_MODE", "offline")
     ids = []
-    for part, steps in enumerate(((0, 1), (2, 3))):  # the run, then its resumption in the same folder
+    for steps in ((0, 1), (2, 3)):  # the run, then its resumption in the same folder
         logger = wandb_logger(project="p", save_dir=str(tmp_path), offline=True)
         for step in steps:
             logger.log_metrics({"train/loss": float(step), "trainer/global_step": step})

@@ -57,11 +57,15 @@ def test_k3_is_exact_by_default_and_clamped_on_request():
     assert K3Estimator(clamp=None)(logprobs, ref)[0] == exact[0]
 
 
+def nan_reward(prompts, completions, **columns):
+    """A reward function gone wrong: NaN for every response (a fault, unlike None, which means unscored)."""
+    return [math.nan] * len(completions)
+
+
 def test_a_nonfinite_ppo_stop_suggests_the_clamp(tmp_path):
-    overrides = ["module.reward_model=null", "module.reward_fn=${data.gold_reward}", "data.batch_size=4"]
+    overrides = ["reward=function", "reward.fn=test_safe_loading_and_kl_clamp.nan_reward", "data.batch_size=4"]
     overrides += ["data.val_batch_size=4", "module.sampling.max_new_tokens=8"]
     run = build(compose_config("ppo_k3_loss", tmp_path, overrides))
-    run.module.reward_fn = lambda prompts, responses: torch.full((len(responses),), math.nan)
     with pytest.raises(Exception) as stopped:
         fit(run)
     error = find_user_error(stopped.value)

@@ -14,7 +14,8 @@ import optuna
 from omegaconf import OmegaConf
 from optuna.trial import FrozenTrial, TrialState
 
-from lit_rlhf.sweep import TRAINING, write_atomically
+from lit_rlhf.outputs import atomic_write_text
+from lit_rlhf.search.study import TRAINING
 
 PARETO_JSON, PARETO_MD = "pareto_front.json", "pareto_front.md"
 
@@ -131,12 +132,12 @@ def report(study: optuna.Study, metrics: list[str], sweep_dir: Path, storage_url
     else:
         front = pareto_front(study, metrics)
         table = front_table(front)
-        write_atomically(sweep_dir / PARETO_JSON, json.dumps(front, indent=2) + "\n")
-        write_atomically(sweep_dir / PARETO_MD, table + "\n")
+        atomic_write_text(sweep_dir / PARETO_JSON, json.dumps(front, indent=2) + "\n")
+        atomic_write_text(sweep_dir / PARETO_MD, table + "\n")
         results["pareto_front"] = front["front"]
         shown = f"{len(front['front'])} of {len(front['trials'])} completed trials"
         print(f"\nPareto front ({shown}) in {sweep_dir}:\n{table}", flush=True)
     if prunes:
         results["pruning"] = pruning_savings(trials)
         print(describe_savings(results["pruning"]), flush=True)
-    write_atomically(sweep_dir / "optimization_results.yaml", OmegaConf.to_yaml(OmegaConf.create(results)))
+    atomic_write_text(sweep_dir / "optimization_results.yaml", OmegaConf.to_yaml(OmegaConf.create(results)))

@@ -18,7 +18,7 @@ import optuna
 from optuna.trial import TrialState
 
 from lit_rlhf.errors import ConfigError
-from lit_rlhf.sweep import build_with_options, options_of
+from lit_rlhf.search.study import build_with_options, options_of
 
 from ._search_space import SearchSpace
 

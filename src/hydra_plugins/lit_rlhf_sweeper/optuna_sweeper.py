@@ -71,7 +71,7 @@ class OptunaSweeper(Sweeper):
 
     def _check(self) -> None:
         """Settings that need no study: fail on them before a storage or a trial is touched."""
-        from lit_rlhf.sweep import make_pruner
+        from lit_rlhf.search.study import make_pruner
 
         from ._study import SAMPLERS
 
@@ -109,7 +109,7 @@ class OptunaSweeper(Sweeper):
         return any(str(node.get("_target_", "")).endswith("OptunaPruning") for node in nodes if node is not None)
 
     def _search(self, arguments: list[str]) -> list[JobReturn]:
-        from lit_rlhf.sweep import open_storage
+        from lit_rlhf.search.study import open_storage
 
         from . import _results, _study
         from ._search_space import parse_search_space
@@ -198,7 +198,7 @@ class OptunaSweeper(Sweeper):
         import optuna
         from optuna.trial import TrialState
 
-        from lit_rlhf.sweep import LAST_METRICS
+        from lit_rlhf.search.study import LAST_METRICS
 
         outcome = job._return_value  # the return value, or the exception of a failed job
         if job.status == JobStatus.COMPLETED:

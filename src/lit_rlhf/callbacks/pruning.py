@@ -31,7 +31,7 @@ import lightning as L
 from lightning.pytorch.trainer.states import TrainerFn
 
 from lit_rlhf.errors import ConfigError
-from lit_rlhf.sweep import LAST_METRICS, TRAINING, make_pruner, open_storage
+from lit_rlhf.search.study import LAST_METRICS, TRAINING, make_pruner, open_storage
 
 log = logging.getLogger("lit_rlhf.search")
 

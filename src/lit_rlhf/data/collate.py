@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 
@@ -29,7 +30,7 @@ class PreferenceItem:
     margins: tuple[float, ...]
     first_sequence_id: int
 
-    def only(self, index: int) -> "PreferenceItem":
+    def only(self, index: int) -> PreferenceItem:
         """This item reduced to its completion `index` alone (no pairs), keeping that completion's sequence id."""
         return PreferenceItem(
             self.prompt, (self.responses[index],), (self.examples[index],), (), (), self.first_sequence_id + index

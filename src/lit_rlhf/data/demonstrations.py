@@ -1,4 +1,4 @@
-"""SFT demonstrations from a user's file (`data=sft`), and plain texts for PPO-ptx's pretraining mix.
+"""SFT demonstrations: a user's file (`data=sft`), any record read as a demonstration, and their datamodule.
 
 A demonstration row holds `prompt` + `completion` (texts, or TRL's conversational lists of messages) or
 `messages` (a chat whose final assistant message is the completion and everything before it the prompt,
@@ -7,12 +7,24 @@ rendered with the tokenizer's chat template). The SFT loss covers the completion
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from typing import Any
 
+from torchdata.stateful_dataloader import StatefulDataLoader
+from transformers import PreTrainedTokenizerBase
+
+from lit_rlhf.data.batches import SFTBatch
+from lit_rlhf.data.collate import SFTItem, collate_sft, collate_sft_window
+from lit_rlhf.data.files import SplitRows, available_splits, read_split, validate_rows
 from lit_rlhf.data.messages import ChatRenderer, messages_of
-from lit_rlhf.data.records import SFTRecord
-from lit_rlhf.data.sources import SplitRows, available_splits, read_split, validate_rows
-from lit_rlhf.errors import ConfigError, DataError
+from lit_rlhf.data.record_datamodule import RecordDataModule, data_parallel_place
+from lit_rlhf.data.records import PreferenceRecord, RankedRecord, SFTRecord
+from lit_rlhf.data.sharding import ShardedShuffle
+from lit_rlhf.data.tokenization import check_lengths, report_truncation
+from lit_rlhf.data.tokenized import COMPLETIONS, SFTRows, encode_completions
+from lit_rlhf.data.windows import AccumulationWindows, WindowedRows, response_token_counts
+from lit_rlhf.errors import DataError
 
 
 def demonstration_from_row(
@@ -94,34 +106,71 @@ class SFTFileSource:
             raise DataError(f"{rows.where(first)}: {error}") from None
 
 
-class TextFileSource:
-    """Plain texts (PPO-ptx's pretraining corpus) from the `text_key` column of a file or folder.
+def as_prompt_response(record) -> tuple[str, str]:
+    """The demonstration in any record type: an SFT pair, a preference's chosen, a ranking's best."""
+    if isinstance(record, SFTRecord):
+        return record.prompt, record.response
+    if isinstance(record, PreferenceRecord):
+        return record.prompt, record.chosen
+    if isinstance(record, RankedRecord):
+        return record.prompt, record.responses[0]
+    raise DataError(f"SFT needs prompt/response records; got {type(record).__name__}")
 
-    Args:
-        path: the file or folder; None raises a ConfigError when the texts are first needed.
-        text_key: the column holding each text.
-    """
 
-    def __init__(self, path: str | None, text_key: str):
-        self.path, self.text_key = path, text_key
+class SFTDataModule(RecordDataModule):
+    """Prompt + demonstration pairs; the loss covers the response tokens only."""
 
-    def splits(self) -> list[str]:
-        return available_splits(self._path())
+    batch_type = SFTBatch
+    kind = "sft"
+    features = COMPLETIONS
 
-    def load(self, split: str) -> list[SFTRecord]:
-        rows = read_split(self._path(), split)
-        return validate_rows(rows, self._text, skip_invalid=False)
+    def __init__(self, source, tokenizer: PreTrainedTokenizerBase, max_length: int, max_prompt_length: int, **kwargs):
+        super().__init__(source, tokenizer, **kwargs)
+        check_lengths(max_length, max_prompt_length)
+        self.max_length, self.max_prompt_length = max_length, max_prompt_length
 
-    def _path(self) -> str:
-        if self.path is None:
-            raise ConfigError(
-                "regularizer/ptx=mix on your data needs its pretraining texts: data.pretrain_path=<file with a "
-                f"'{self.text_key}' column>"
-            )
-        return self.path
+    def lengths(self) -> dict:
+        return {"max_length": self.max_length, "max_prompt_length": self.max_prompt_length}
 
-    def _text(self, row: dict) -> SFTRecord:
-        text = row.get(self.text_key)
-        if not isinstance(text, str) or not text.strip():
-            raise DataError(f"'{self.text_key}' must be a non-empty text (data.pretrain_text_key names the column)")
-        return SFTRecord(prompt="", response=text)
+    def columns(self, records: list) -> dict[str, list]:
+        pairs = [as_prompt_response(r) for r in records]
+        return {"prompt": [prompt for prompt, _ in pairs], "responses": [[response] for _, response in pairs]}
+
+    def encoder(self) -> Callable[[dict], dict]:
+        return functools.partial(
+            encode_completions,
+            tokenizer=self.tokenizer,
+            max_length=self.max_length,
+            max_prompt_length=self.max_prompt_length,
+        )
+
+    def rows(self, table, first_id: int) -> SFTRows:
+        return SFTRows(table)
+
+    def report(self, items: SFTRows, split: str) -> None:
+        report_truncation(items.truncated_count(), len(items), f"{split} demonstrations", self.max_length)
+
+    def collate(self, items: list[SFTItem]) -> SFTBatch:
+        return collate_sft(items, self.tokenizer.pad_token_id)
+
+    def train_dataloader(self) -> StatefulDataLoader:
+        """The shuffled order of `train_loader`, drawn in accumulation windows of the trainer's
+        `accumulate_grad_batches` batches; each batch carries its window's response-token total."""
+        accumulate, limit = 1, None
+        if self.trainer is not None:
+            accumulate, limit = self.trainer.accumulate_grad_batches, self.trainer.limit_train_batches
+        sampler = ShardedShuffle(len(self.train_items), self.seed, *data_parallel_place(self))
+        windows = AccumulationWindows(
+            sampler,
+            self.batch_size,
+            drop_last=len(sampler) >= self.batch_size,
+            token_counts=response_token_counts(self.train_items),
+            accumulate=accumulate,
+            limit_batches=limit,
+        )
+        return StatefulDataLoader(
+            WindowedRows(self.train_items),
+            batch_sampler=windows,
+            collate_fn=functools.partial(collate_sft_window, pad_id=self.tokenizer.pad_token_id),
+            num_workers=self.num_workers,
+        )

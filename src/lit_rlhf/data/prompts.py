@@ -1,4 +1,4 @@
-"""Prompts from a user's file (`data=prompts`), each with the other columns of its row.
+"""Prompts for PPO: a user's file (`data=prompts`), each prompt with the other columns of its row, and their datamodule.
 
 A row holds `prompt` (text, or a list of chat messages) or `messages` (a chat, rendered with the
 tokenizer's chat template and its generation prompt). Every other column rides along with the prompt,
@@ -8,13 +8,24 @@ keep their exact types (no Arrow unification of the rows).
 
 from __future__ import annotations
 
+import functools
 import json
+from collections.abc import Callable
 from typing import Any
 
+from lightning.pytorch.utilities import CombinedLoader
+from transformers import PreTrainedTokenizerBase
+
+from lit_rlhf.data.batches import PPOBatch, PromptBatch
+from lit_rlhf.data.collate import PromptItem, collate_prompts
+from lit_rlhf.data.files import SplitRows, available_splits, read_split, validate_rows
 from lit_rlhf.data.messages import ChatRenderer, messages_of
+from lit_rlhf.data.pretraining import pretraining_loader, pretraining_rows
+from lit_rlhf.data.record_datamodule import RecordDataModule, data_parallel_place
 from lit_rlhf.data.records import PromptRecord
-from lit_rlhf.data.sources import SplitRows, available_splits, read_split, validate_rows
-from lit_rlhf.errors import DataError
+from lit_rlhf.data.tokenization import report_truncation
+from lit_rlhf.data.tokenized import PROMPTS, PromptRows, SFTRows, encode_prompt_column
+from lit_rlhf.errors import ConfigError, DataError
 
 
 def prompt_messages(row: dict, key: str) -> list[dict]:
@@ -102,3 +113,98 @@ class PromptFileSource:
             return ChatRenderer(self.tokenizer, what="the prompts")
         except DataError as error:
             raise DataError(f"{rows.where(first)}: {error}") from None
+
+
+class PromptDataModule(RecordDataModule):
+    """Prompts for PPO rollouts, with their rows' other columns, optionally with a pretraining corpus for PPO-ptx.
+
+    Training batches are `PPOBatch`es: prompts, plus a pretraining batch when the corpus is mixed in
+    (`mix_pretraining`, which regularizer/ptx=mix sets). The corpus is sampled so that it yields exactly
+    one batch per prompt batch: the prompts alone define an epoch. Validation batches are plain
+    `PromptBatch`es.
+    """
+
+    batch_type = PPOBatch
+    kind = "prompts"
+    features = PROMPTS
+
+    def __init__(
+        self,
+        source,
+        tokenizer: PreTrainedTokenizerBase,
+        max_prompt_length: int,
+        pretrain_source,
+        mix_pretraining: bool,
+        pretrain_batch_size: int,
+        pretrain_max_length: int,
+        **kwargs,
+    ):
+        super().__init__(source, tokenizer, **kwargs)
+        if max_prompt_length < 1:
+            # ids[-0:] would keep the whole prompt: 0 must not silently mean "no limit".
+            raise ConfigError(f"need max_prompt_length > 0, got {max_prompt_length}")
+        self.max_prompt_length = max_prompt_length
+        # Only regularizer/ptx=mix mixes the corpus in: otherwise nothing of it is read or tokenized.
+        self.pretrain_source = pretrain_source if mix_pretraining else None
+        self.pretrain_batch_size, self.pretrain_max_length = pretrain_batch_size, pretrain_max_length
+        self.pretrain_items: SFTRows | None = None
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_items is not None:
+            return
+        super().setup(stage)
+        if self.pretrain_source is not None:
+            self.pretrain_items = pretraining_rows(
+                self.pretrain_source, self.tokenizer, self.pretrain_max_length, self.cache_dir, self.num_proc
+            )
+
+    def lengths(self) -> dict:
+        return {"max_prompt_length": self.max_prompt_length}
+
+    def columns(self, records: list) -> dict[str, list]:
+        return {"prompt": [r.prompt for r in records], "columns": [jsonable_columns(r.columns) for r in records]}
+
+    def column_names(self) -> set[str]:
+        """The columns the prompts carry besides the prompt (what reward functions receive)."""
+        self.setup()
+        return self.train_items.column_names() | self.val_items.column_names()
+
+    def encoder(self) -> Callable[[dict], dict]:
+        return functools.partial(
+            encode_prompt_column, tokenizer=self.tokenizer, max_prompt_length=self.max_prompt_length
+        )
+
+    def rows(self, table, first_id: int) -> PromptRows:
+        return PromptRows(table)
+
+    def report(self, items: PromptRows, split: str) -> None:
+        report_truncation(items.truncated_count(), len(items), f"{split} prompts", self.max_prompt_length)
+        empty = items.empty_count()
+        if empty:
+            raise DataError(f"{empty} {split} prompts tokenize to nothing; generation needs at least one prompt token")
+
+    def collate(self, items: list[PromptItem]) -> PromptBatch:
+        return collate_prompts(items, self.tokenizer.pad_token_id)
+
+    def train_dataloader(self):
+        prompts = super().train_dataloader()
+        loaders = {"prompts": prompts}
+        if self.pretrain_items is not None:
+            rank, world_size = data_parallel_place(self)
+            loaders["pretrain"] = pretraining_loader(
+                self.pretrain_items,
+                self.pretrain_batch_size,
+                num_batches=len(prompts),
+                seed=self.seed + 1,
+                rank=rank,
+                world_size=world_size,
+                pad_id=self.tokenizer.pad_token_id,
+                num_workers=self.num_workers,
+            )
+        return CombinedLoader(loaders, mode="min_size")
+
+    def on_before_batch_transfer(self, batch, dataloader_idx: int):
+        """The combined loader yields a dict of its loaders' batches; the module takes them typed."""
+        if isinstance(batch, dict):
+            return PPOBatch(prompts=batch["prompts"], pretrain=batch.get("pretrain"))
+        return batch

@@ -13,8 +13,8 @@ import gzip
 import lzma
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import datasets
 

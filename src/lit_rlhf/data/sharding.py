@@ -9,7 +9,8 @@ state (epoch, examples drawn) is saved with the loader, so a killed run resumes 
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import torch
 from torch.utils.data import Sampler

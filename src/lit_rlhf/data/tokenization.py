@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from transformers import PreTrainedTokenizerBase
 
@@ -50,7 +50,7 @@ def join_prompt_response(
     prompt: list[int], response: list[int], eos_token_id: int, max_length: int, max_prompt_length: int
 ) -> EncodedExample:
     """Prompt ids + response ids + EOS, cut as `encode_prompt_responses` describes."""
-    response = response + [eos_token_id]
+    response = [*response, eos_token_id]
     truncated = len(prompt) > max_prompt_length
     prompt = prompt[-max_prompt_length:]
     room = max_length - len(prompt)

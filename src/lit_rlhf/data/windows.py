@@ -14,7 +14,8 @@ resumed run continues with the same batches and the same totals.
 
 from __future__ import annotations
 
-from typing import Any, Iterator, NamedTuple
+from collections.abc import Iterator
+from typing import Any, NamedTuple
 
 import numpy as np
 import pyarrow.compute as pc
@@ -85,7 +86,7 @@ class AccumulationWindows(torch.utils.data.BatchSampler):
         self.token_counts, self.accumulate, self.limit_batches = token_counts, accumulate, limit_batches
         self.max_batches = epoch_batches(len(self), limit_batches)
 
-    def __iter__(self) -> "_WindowIterator":
+    def __iter__(self) -> _WindowIterator:
         return _WindowIterator(self)
 
     # __len__ stays the full epoch's: Lightning applies limit_train_batches to it itself.

@@ -3,33 +3,20 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
-
-def write_atomically(path: Path, lines: Iterable[str]) -> None:
-    """Write `lines` to a temporary file beside `path`, then rename it over `path`: a crash or a kill never
-    leaves a half-written file under the final name."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            for line in lines:
-                stream.write(line)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+from lit_rlhf.outputs import atomic_write_text
 
 
 def write_json(path: Path, value) -> None:
-    write_atomically(path, [json.dumps(value, indent=2, ensure_ascii=False), "\n"])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps(value, indent=2, ensure_ascii=False) + "\n")
 
 
 def write_jsonl(path: Path, records: Iterable[dict]) -> None:
-    write_atomically(path, (json.dumps(record, ensure_ascii=False, default=str) + "\n" for record in records))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, "".join(json.dumps(record, ensure_ascii=False, default=str) + "\n" for record in records))
 
 
 def print_table(metrics: dict[str, float]) -> None:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol, Sequence
+from typing import Protocol
 
 import torch
 from torch import nn
@@ -26,7 +27,7 @@ class Rollout:
     generation: Generation
     logprobs: torch.Tensor
 
-    def select(self, rows: slice | torch.Tensor) -> "Rollout":
+    def select(self, rows: slice | torch.Tensor) -> Rollout:
         """The rollouts in `rows`."""
         return Rollout(self.generation.select(rows), self.logprobs[rows])
 

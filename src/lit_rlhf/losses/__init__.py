@@ -3,9 +3,13 @@
 * `reward`: the reward model's pairwise losses (Bradley-Terry, Llama 2's margin) and reward centering;
 * `ppo`: the clipped surrogate, the clipped value loss and the ratios they read;
 * `dpo`: DPO and its variants as `PairLoss` objects (`loss/dpo` group), summed with weights by `MixedLoss`;
-  their formulas are the functions of `dpo_functions` and `dpo_side_functions`.
+  their formulas are pure functions, one module per family and its papers: `dpo_sigmoid` (DPO, cDPO, robust
+  DPO), `ipo` (IPO, SPPO), `margin_shapes` (SLiC-HF, EXO, DiscoPOP), `aot` (AOT), `anchored` (NCA, BCO,
+  APO), `reference_free` (SimPO, MPO's SFT term), sharing `log_ratios`.
 """
 
+from lit_rlhf.losses.anchored import apo_down_loss, apo_zero_loss, bco_pair_loss, nca_pair_loss
+from lit_rlhf.losses.aot import aot_loss, aot_pair_loss
 from lit_rlhf.losses.dpo import (
     AOTLoss,
     AOTPairLoss,
@@ -26,25 +30,9 @@ from lit_rlhf.losses.dpo import (
     SimPOLoss,
     SPPOHardLoss,
 )
-from lit_rlhf.losses.dpo_functions import (
-    aot_loss,
-    discopop_loss,
-    dpo_robust_loss,
-    dpo_sigmoid_loss,
-    exo_pair_loss,
-    hinge_loss,
-    ipo_loss,
-    simpo_loss,
-)
-from lit_rlhf.losses.dpo_side_functions import (
-    aot_pair_loss,
-    apo_down_loss,
-    apo_zero_loss,
-    bco_pair_loss,
-    nca_pair_loss,
-    sft_loss,
-    sppo_hard_loss,
-)
+from lit_rlhf.losses.dpo_sigmoid import dpo_robust_loss, dpo_sigmoid_loss
+from lit_rlhf.losses.ipo import ipo_loss, sppo_hard_loss
+from lit_rlhf.losses.margin_shapes import discopop_loss, exo_pair_loss, hinge_loss
 from lit_rlhf.losses.ppo import (
     ClippedSurrogate,
     ValueLoss,
@@ -56,6 +44,7 @@ from lit_rlhf.losses.ppo import (
     sequence_log_ratio,
     token_log_ratio,
 )
+from lit_rlhf.losses.reference_free import sft_loss, simpo_loss
 from lit_rlhf.losses.reward import (
     BradleyTerryLoss,
     MarginLoss,

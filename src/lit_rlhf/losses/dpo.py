@@ -1,9 +1,9 @@
 """The DPO loss family as config objects: the Hydra group `loss/dpo`.
 
-Each class binds the hyperparameters of one function in `dpo_functions` or
-`dpo_side_functions` and is
-called on a `PairLogps`; its `needs_reference` tells the module whether to run
-the reference model. Every YAML of the group wraps its loss in a `MixedLoss`
+Each class binds the hyperparameters of one loss function, kept by family in `dpo_sigmoid` (DPO, cDPO,
+robust DPO), `ipo` (IPO, SPPO), `margin_shapes` (SLiC-HF, EXO, DiscoPOP), `aot`, `anchored` (NCA, BCO,
+APO) and `reference_free` (SimPO, MPO's SFT term), and is called on a `PairLogps`; its `needs_reference`
+tells the module whether to run the reference model. Every YAML of the group wraps its loss in a `MixedLoss`
 under its own key, so `loss/dpo=[sigmoid,bco_pair]` merges two files into one
 weighted sum (MPO), while `loss/dpo=sigmoid` is a sum of one.
 """
@@ -11,33 +11,19 @@ weighted sum (MPO), while `loss/dpo=sigmoid` is a sum of one.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import torch
 from torch import Tensor
 
 from lit_rlhf.errors import ConfigError
-from lit_rlhf.losses.dpo_functions import (
-    _check_beta,
-    _check_label_smoothing,
-    aot_loss,
-    discopop_loss,
-    dpo_robust_loss,
-    dpo_sigmoid_loss,
-    exo_pair_loss,
-    hinge_loss,
-    ipo_loss,
-    simpo_loss,
-)
-from lit_rlhf.losses.dpo_side_functions import (
-    aot_pair_loss,
-    apo_down_loss,
-    apo_zero_loss,
-    bco_pair_loss,
-    nca_pair_loss,
-    sft_loss,
-    sppo_hard_loss,
-)
+from lit_rlhf.losses.anchored import apo_down_loss, apo_zero_loss, bco_pair_loss, nca_pair_loss
+from lit_rlhf.losses.aot import aot_loss, aot_pair_loss
+from lit_rlhf.losses.dpo_sigmoid import dpo_robust_loss, dpo_sigmoid_loss
+from lit_rlhf.losses.ipo import ipo_loss, sppo_hard_loss
+from lit_rlhf.losses.log_ratios import check_beta, check_label_smoothing
+from lit_rlhf.losses.margin_shapes import discopop_loss, exo_pair_loss, hinge_loss
+from lit_rlhf.losses.reference_free import sft_loss, simpo_loss
 
 
 class PairLogps(NamedTuple):
@@ -68,7 +54,7 @@ class PairLogps(NamedTuple):
         )
 
     def four(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """(π_c, π_r, ref_c, ref_r), the arguments of every reference-based function in `dpo_functions`."""
+        """(π_c, π_r, ref_c, ref_r), the arguments of every reference-based DPO-family function."""
         return self.policy_chosen, self.policy_rejected, self.reference_chosen, self.reference_rejected
 
 
@@ -97,8 +83,8 @@ class SigmoidLoss(PairLoss):
     """
 
     def __init__(self, beta: float, label_smoothing: float) -> None:
-        _check_beta(beta)
-        _check_label_smoothing("SigmoidLoss", label_smoothing, allow_half=True)
+        check_beta(beta)
+        check_label_smoothing("SigmoidLoss", label_smoothing, allow_half=True)
         self.beta, self.label_smoothing = beta, label_smoothing
 
     def __call__(self, pairs: PairLogps) -> Tensor:
@@ -114,8 +100,8 @@ class RobustLoss(PairLoss):
     """
 
     def __init__(self, beta: float, label_smoothing: float) -> None:
-        _check_beta(beta)
-        _check_label_smoothing("RobustLoss", label_smoothing, allow_half=False)
+        check_beta(beta)
+        check_label_smoothing("RobustLoss", label_smoothing, allow_half=False)
         self.beta, self.label_smoothing = beta, label_smoothing
 
     def __call__(self, pairs: PairLogps) -> Tensor:
@@ -134,7 +120,7 @@ class IPOLoss(PairLoss):
     """
 
     def __init__(self, beta: float, average_log_probs: bool) -> None:
-        _check_beta(beta)
+        check_beta(beta)
         self.beta, self.average_log_probs = beta, average_log_probs
 
     def __call__(self, pairs: PairLogps) -> Tensor:
@@ -149,7 +135,7 @@ class HingeLoss(PairLoss):
     """
 
     def __init__(self, beta: float) -> None:
-        _check_beta(beta)
+        check_beta(beta)
         self.beta = beta
 
     def __call__(self, pairs: PairLogps) -> Tensor:
@@ -170,7 +156,7 @@ class ReferenceFreeLoss(PairLoss):
     needs_reference = False
 
     def __init__(self, beta: float) -> None:
-        _check_beta(beta)
+        check_beta(beta)
         self.beta = beta
 
     def __call__(self, pairs: PairLogps) -> Tensor:
@@ -187,7 +173,7 @@ class ExoPairLoss(PairLoss):
     """
 
     def __init__(self, beta: float, label_smoothing: float) -> None:
-        _check_beta(beta)
+        check_beta(beta)
         if not 0.0 < label_smoothing <= 0.5:
             raise ValueError(f"ExoPairLoss: label_smoothing must lie in (0, 0.5], got {label_smoothing}")
         self.beta, self.label_smoothing = beta, label_smoothing
@@ -204,7 +190,7 @@ class NCAPairLoss(PairLoss):
     """
 
     def __init__(self, beta: float) -> None:
-        _check_beta(beta)
+        check_beta(beta)
         self.beta = beta
 
     def __call__(self, pairs: PairLogps) -> Tensor:
@@ -227,7 +213,7 @@ class BCOPairLoss(PairLoss):
     baselines = ("running_mean", "none")
 
     def __init__(self, beta: float, baseline: str) -> None:
-        _check_beta(beta)
+        check_beta(beta)
         if baseline not in self.baselines:
             raise ConfigError(f"loss.dpo bco_pair: unknown baseline '{baseline}'; valid: {', '.join(self.baselines)}")
         self.beta, self.baseline = beta, baseline
@@ -262,7 +248,7 @@ class SPPOHardLoss(PairLoss):
     """
 
     def __init__(self, beta: float) -> None:
-        _check_beta(beta)
+        check_beta(beta)
         self.beta = beta
 
     def __call__(self, pairs: PairLogps) -> Tensor:
@@ -278,8 +264,8 @@ class AOTLoss(PairLoss):
     """
 
     def __init__(self, beta: float, label_smoothing: float) -> None:
-        _check_beta(beta)
-        _check_label_smoothing("AOTLoss", label_smoothing, allow_half=True)
+        check_beta(beta)
+        check_label_smoothing("AOTLoss", label_smoothing, allow_half=True)
         self.beta, self.label_smoothing = beta, label_smoothing
 
     def __call__(self, pairs: PairLogps) -> Tensor:
@@ -295,8 +281,8 @@ class AOTPairLoss(PairLoss):
     """
 
     def __init__(self, beta: float, label_smoothing: float) -> None:
-        _check_beta(beta)
-        _check_label_smoothing("AOTPairLoss", label_smoothing, allow_half=True)
+        check_beta(beta)
+        check_label_smoothing("AOTPairLoss", label_smoothing, allow_half=True)
         self.beta, self.label_smoothing = beta, label_smoothing
 
     def __call__(self, pairs: PairLogps) -> Tensor:
@@ -311,10 +297,10 @@ class APOLoss(PairLoss):
         anchor: `zero` (chosen better than the model's outputs: raise it) or `down` (worse: lower both).
     """
 
-    anchors = {"zero": apo_zero_loss, "down": apo_down_loss}
+    anchors: ClassVar[dict] = {"zero": apo_zero_loss, "down": apo_down_loss}
 
     def __init__(self, beta: float, anchor: str) -> None:
-        _check_beta(beta)
+        check_beta(beta)
         if anchor not in self.anchors:
             raise ConfigError(f"loss.dpo apo: unknown anchor '{anchor}'; valid: {', '.join(self.anchors)}")
         self.beta, self.loss = beta, self.anchors[anchor]
@@ -332,7 +318,7 @@ class DiscoPOPLoss(PairLoss):
     """
 
     def __init__(self, beta: float, tau: float) -> None:
-        _check_beta(beta)
+        check_beta(beta)
         self.beta, self.tau = beta, tau
 
     def __call__(self, pairs: PairLogps) -> Tensor:
@@ -353,7 +339,7 @@ class SimPOLoss(PairLoss):
     average_log_probs = True
 
     def __init__(self, beta: float, gamma: float) -> None:
-        _check_beta(beta)
+        check_beta(beta)
         self.beta, self.gamma = beta, gamma
 
     def __call__(self, pairs: PairLogps) -> Tensor:
@@ -386,7 +372,7 @@ class MixedLoss:
     """
 
     def __init__(self, beta: float, weights: Mapping[str, float], terms: Mapping[str, PairLoss]) -> None:
-        _check_beta(beta)
+        check_beta(beta)
         if not terms or set(weights) != set(terms):
             raise ConfigError(
                 f"loss.dpo: every term needs one weight; terms: {sorted(terms)}, weights: {sorted(weights)}"

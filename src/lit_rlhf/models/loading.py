@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf

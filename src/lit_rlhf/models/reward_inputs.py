@@ -9,8 +9,8 @@ response without, then EOS when the response had stopped.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import torch
 from transformers import PreTrainedTokenizerBase

@@ -22,7 +22,7 @@ import dataclasses
 import logging
 import time
 from collections import defaultdict
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import lightning as L
 import torch

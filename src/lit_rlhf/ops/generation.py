@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 from transformers import LogitsProcessorList, PreTrainedModel
@@ -47,7 +47,7 @@ class Generation:
     def prompt_length(self) -> int:
         return self.sequences.shape[1] - self.response_ids.shape[1]
 
-    def select(self, rows: slice | torch.Tensor) -> "Generation":
+    def select(self, rows: slice | torch.Tensor) -> Generation:
         """The generations in `rows`."""
         return Generation(*(getattr(self, field.name)[rows] for field in dataclasses.fields(self)))
 

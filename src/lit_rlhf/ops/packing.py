@@ -162,7 +162,7 @@ def attention_allowed(layout: PackedLayout) -> Tensor:
     j <= i in the same unit, and j is in the shared prefix or in i's own branch. Padding attends to
     itself only, so no softmax row is empty (sdpa gives NaN for those).
     """
-    rows, width = layout.shape
+    width = layout.shape[1]
     causal = torch.ones(width, width, dtype=torch.bool, device=layout.unit.device).tril()  # (L, L)
     query_unit, key_unit = layout.unit[:, :, None], layout.unit[:, None, :]  # (R, L, 1), (R, 1, L)
     query_branch, key_branch = layout.branch[:, :, None], layout.branch[:, None, :]

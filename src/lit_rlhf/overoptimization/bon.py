@@ -13,9 +13,9 @@ from __future__ import annotations
 import csv
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 from hydra.utils import instantiate

@@ -10,8 +10,8 @@ exact (numpy's lstsq), no iterative optimiser.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 

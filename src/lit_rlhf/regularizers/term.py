@@ -12,5 +12,5 @@ class RegularizerTerm(NamedTuple):
     metrics: dict[str, torch.Tensor]
 
     @classmethod
-    def zero(cls, like: torch.Tensor) -> "RegularizerTerm":
+    def zero(cls, like: torch.Tensor) -> RegularizerTerm:
         return cls(like.new_zeros(()), {})

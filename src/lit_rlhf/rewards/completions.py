@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple, Sequence
+from typing import Any, NamedTuple
 
 import torch
 
@@ -20,7 +21,7 @@ class Scores(NamedTuple):
     scored: torch.Tensor
 
     @staticmethod
-    def of_all(values: torch.Tensor) -> "Scores":
+    def of_all(values: torch.Tensor) -> Scores:
         """Every row scored."""
         values = values.detach().float().cpu().flatten()
         return Scores(values, torch.ones(len(values), dtype=torch.bool))
@@ -59,7 +60,7 @@ class Completions:
     def __len__(self) -> int:
         return len(self.prompts)
 
-    def select(self, rows: slice) -> "Completions":
+    def select(self, rows: slice) -> Completions:
         """The completions in `rows`."""
 
         def part(tensor: torch.Tensor | None) -> torch.Tensor | None:

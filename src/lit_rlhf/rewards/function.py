@@ -14,7 +14,8 @@ import asyncio
 import importlib
 import inspect
 import numbers
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 
@@ -77,7 +78,7 @@ class FunctionReward:
         self.weight = weight
         self.name = getattr(self.fn, "__name__", type(self.fn).__name__)
         self.is_async = inspect.iscoroutinefunction(self.fn) or inspect.iscoroutinefunction(
-            getattr(self.fn, "__call__", None)
+            type(self.fn).__call__ if callable(self.fn) else None
         )
 
     required_columns: tuple[str, ...] = ()

@@ -6,7 +6,7 @@ worst case (min) or the uncertainty-weighted score of K reward models.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn

@@ -44,7 +44,7 @@ class Experience:
     def __len__(self) -> int:
         return self.sequences.shape[0]
 
-    def select(self, index: torch.Tensor) -> "Experience":
+    def select(self, index: torch.Tensor) -> Experience:
         """The rows in `index` (a minibatch)."""
         rows = {
             field.name: None if (value := getattr(self, field.name)) is None else value[index]

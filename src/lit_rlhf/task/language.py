@@ -149,7 +149,7 @@ class AdjectivePhrase:
     def render(self, intensifier: str = "very") -> str:
         words = [NEGATION] if self.negated else []
         words += [intensifier] if self.intensified else []
-        return " ".join(words + [self.adjective])
+        return " ".join([*words, self.adjective])
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,8 @@ a new estimator, gradient form or aggregation is a change here, not in the modul
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import Tensor

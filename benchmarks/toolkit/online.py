@@ -12,13 +12,13 @@ import copy
 import functools
 from unittest import mock
 
-import _toolkit as toolkit
 import torch
 
 from lit_rlhf.data.collate import pad_right
 from lit_rlhf.data.tokenization import encode_prompts
 from lit_rlhf.models.loading import load_causal_lm, load_reward_model, load_tokenizer
 from lit_rlhf.ops.masking import masked_sum
+from toolkit import common as toolkit
 
 
 # ------------------------------------------------------------------------------------- RLOO and GRPO
@@ -208,9 +208,9 @@ def ppo_trl_side(run):
         lengths.append(float((truncated != pad_token_id).sum(1).float().mean()))  # EOS included
         return truncated
 
-    with toolkit.fixed_length(policy, cfg.module.sampling.max_new_tokens if run.fixed_length else None):
-        with watching("truncate_response", record_length):
-            toolkit.train_trl(trainer, clock)  # TRL's PPO counts one step per iteration
+    max_new_tokens = cfg.module.sampling.max_new_tokens if run.fixed_length else None
+    with toolkit.fixed_length(policy, max_new_tokens), watching("truncate_response", record_length):
+        toolkit.train_trl(trainer, clock)  # TRL's PPO counts one step per iteration
     clock.metrics["response_length"] = lengths
     return clock.result(cfg.data.batch_size, run.warmup), policy, tokenizer
 
@@ -245,9 +245,11 @@ def ppo_check(run) -> dict:
         return captured["advantages"]
 
     peer_policy = trainer.accelerator.unwrap_model(trainer.model).policy
-    with toolkit.scripted_generate(peer_policy, rollout, ours.tokenizer.pad_token_id) as served:
-        with watching("masked_whiten", capture_advantages):
-            trainer.train()
+    with (
+        toolkit.scripted_generate(peer_policy, rollout, ours.tokenizer.pad_token_id) as served,
+        watching("masked_whiten", capture_advantages),
+    ):
+        trainer.train()
     trl = trainer.state.log_history[-1]  # the metrics TRL logged at its one update
     # TRL's rows came in its data loader's order; put ours in the same order.
     mask, our_adv = experience.response_mask[served], experience.advantages[served]

@@ -1,12 +1,11 @@
-"""Preference data sources: a local file, a local folder or a Hub dataset, read into `PreferenceRecord`s.
+"""Finding and reading a data path: a local file or folder, or a Hub dataset, read into rows that know their line.
 
 Everything is read through `datasets.load_dataset`; each row is then validated
 in one pass. `datasets` does not say which line of a file is bad, so local
 JSON files are also scanned for the line number of every row (a cheap byte
 scan). Lines are parsed as JSON here only when `datasets` fails: to name the
-bad line, or to recover valid rows its reader cannot handle.
-
-A source's constructor does no I/O, so Hydra can build it before the data exists.
+bad line, or to recover valid rows its reader cannot handle. Every file source
+(`preferences`, `prompts`, `demonstrations`, `pretraining`) reads through here.
 """
 
 from __future__ import annotations
@@ -19,15 +18,13 @@ import lzma
 import os
 import re
 from bisect import bisect_right
+from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, TypeVar
 
 import datasets
 
-from lit_rlhf.data.hh_rlhf import hh_preference
-from lit_rlhf.data.messages import ChatRenderer, is_conversational, preference_from_row
-from lit_rlhf.data.records import PreferenceRecord
 from lit_rlhf.errors import DataError
 
 logger = logging.getLogger("lit_rlhf")
@@ -38,65 +35,13 @@ _BUILDERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parq
 _DATASETS_JSON_LOGGER = "datasets.packaged_modules.json.json"
 SAVED = "saved"  # the "builder" of a folder written by save_to_disk
 
-
-class JsonlPreferenceSource:
-    """Rows `{"prompt", "chosen", "rejected", "margin"?}` of text, or of chat messages rendered by `tokenizer`.
-
-    Args:
-        path: a local file or folder, or a Hub dataset name.
-        skip_invalid: drop (and report once) rows with missing fields, wrong types or empty responses.
-        tokenizer: needed only for chat-message rows; its chat template renders them.
-    """
-
-    def __init__(self, path: str, skip_invalid: bool, tokenizer: Any = None):
-        self.path = path
-        self.skip_invalid = skip_invalid
-        self.tokenizer = tokenizer
-
-    def splits(self) -> list[str]:
-        return available_splits(self.path)
-
-    def load(self, split: str) -> list[PreferenceRecord]:
-        rows = read_split(self.path, split)
-        renderer = self._renderer(rows)
-        return validate_rows(rows, lambda row: preference_from_row(row, renderer), self.skip_invalid)
-
-    def _renderer(self, rows: SplitRows) -> ChatRenderer | None:
-        """A chat renderer if any row holds messages; a missing tokenizer is an error even with skip_invalid."""
-        first = next((index for index, row in enumerate(rows.rows) if is_conversational(row)), None)
-        if first is None:
-            return None
-        try:
-            return ChatRenderer(self.tokenizer)
-        except DataError as error:
-            raise DataError(f"{rows.where(first)}: {error}") from None
-
-
-class HHRLHFSource:
-    """Anthropic HH-RLHF rows `{"chosen": dialogue, "rejected": dialogue}`, split at the last Assistant turn.
-
-    Args:
-        path: a local file or folder, or a Hub dataset name.
-        skip_invalid: drop (and report once) rows that cannot be split into a shared prompt and two responses.
-    """
-
-    def __init__(self, path: str, skip_invalid: bool):
-        self.path = path
-        self.skip_invalid = skip_invalid
-
-    def splits(self) -> list[str]:
-        return available_splits(self.path)
-
-    def load(self, split: str) -> list[PreferenceRecord]:
-        return validate_rows(read_split(self.path, split), hh_preference, self.skip_invalid)
+Record = TypeVar("Record")
 
 
 # ----------------------------------------------------------------------------- rows -> records
 
 
-def validate_rows(
-    rows: SplitRows, parse: Callable[[dict], PreferenceRecord], skip_invalid: bool
-) -> list[PreferenceRecord]:
+def validate_rows(rows: SplitRows, parse: Callable[[dict], Record], skip_invalid: bool) -> list[Record]:
     """Parse every row; the first invalid one raises, or with `skip_invalid` all are counted and warned about once."""
     records, skipped, first_skipped = [], 0, None
     for index, row in enumerate(rows.rows):
@@ -276,10 +221,7 @@ def read_split(path: str, split: str, exact_json: bool = False) -> SplitRows:
     files = [file for file in files if lines[file] != []]  # datasets' JSON reader trips over an empty file
     if not files:
         raise DataError(f"no records in {name}: the data is empty")
-    if exact_json:
-        rows = [row for file in files for row in _parse_json_file(file)]
-    else:
-        rows = _load_json(files, split)
+    rows = [row for file in files for row in _parse_json_file(file)] if exact_json else _load_json(files, split)
     return SplitRows(name, rows, _file_rows(files, lines, len(rows), name))
 
 

@@ -7,6 +7,7 @@ which side goes first (a burst of load from a neighbour hits both alike), and ta
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import platform
@@ -27,7 +28,6 @@ for _name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE", "
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch  # noqa: E402
-from _flops import FlopCounter, flop_summary, matmul_peak  # noqa: E402, F401 (matmul_peak: for bench_trl.py)
 
 # Only the light parts of lit-rlhf here (no Lightning, no Hydra): TRL's side imports this module too.
 from lit_rlhf.data.collate import PromptItem, collate_prompts  # noqa: E402
@@ -38,8 +38,12 @@ from lit_rlhf.ops.forward import causal_lm_logits  # noqa: E402
 from lit_rlhf.ops.generation import SamplingConfig  # noqa: E402
 from lit_rlhf.task.gold_reward import GoldReward  # noqa: E402
 from lit_rlhf.task.sources import EmbeddedPrompts  # noqa: E402
+from toolkit.flops import FlopCounter, flop_summary, matmul_peak  # noqa: E402, F401 (matmul_peak: for bench_trl.py)
 
-BENCHMARKS = Path(__file__).resolve().parent
+BENCHMARKS = Path(__file__).resolve().parents[1]
+# Where every benchmark writes its results: outside the tree (outputs/ is ignored); the docs' Results pages
+# summarise them.
+RESULTS = BENCHMARKS.parent / "outputs" / "benchmarks"
 SEED = 0
 # As the data configs: the embedded task's sequences (prompt <= 16 tokens, prompt + response <= 45) fit whole.
 MAX_LENGTH, MAX_PROMPT_LENGTH = 64, 24
@@ -185,7 +189,7 @@ class Clock:
         if warmup < 1 or len(self.walls) <= warmup:
             raise RuntimeError(f"{len(self.walls)} steps finished; need warmup >= 1 and more than {warmup} steps")
         walls, cpus = self.walls[warmup - 1 :], self.cpus[warmup - 1 :]
-        steps = [b - a for a, b in zip(walls, walls[1:])]
+        steps = [b - a for a, b in itertools.pairwise(walls)]
         units, median_step = units_per_step * len(steps), statistics.median(steps)
         result = dict(rate=units / (walls[-1] - walls[0]), rate_by_median_step=units_per_step / median_step)
         result |= dict(rate_per_cpu_second=units / (cpus[-1] - cpus[0]), units_per_step=units_per_step)
@@ -450,12 +454,13 @@ def loss_agreement(runs: dict[str, list[dict]]) -> list[dict]:
     first = [
         compare(f"first-step {name}", ours[name][0], trl[name][0]) for name in ours if not name.startswith("flops")
     ]
-    return first + [compare(f"loss over {len(diffs)} steps, max", None, None, max(diffs), per_step=diffs)]
+    return [*first, compare(f"loss over {len(diffs)} steps, max", None, None, max(diffs), per_step=diffs)]
 
 
 def environment(threads: int) -> dict:
     packages = ("torch", "transformers", "trl", "lightning", "accelerate", "datasets")
-    cpu = [line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")]
+    with open("/proc/cpuinfo") as cpuinfo:
+        cpu = [line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")]
     installed = {d.metadata["Name"].lower(): d.version for d in metadata.distributions()}
     setup = dict(cpu=cpu[0] if cpu else platform.processor(), cpu_count=os.cpu_count(), threads=threads)
     return setup | dict(versions={p: installed.get(p) for p in packages}, python=platform.python_version())

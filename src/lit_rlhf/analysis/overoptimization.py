@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lit_rlhf.analysis.figures import plt, save_figure
 from lit_rlhf.overoptimization.bon import BON_CSV, BonRow, read_bon_csv
 from lit_rlhf.overoptimization.fits import GaoFit, fit_gao
 from lit_rlhf.runs import RunHistory, group_by_all_but_seed, varying_overrides
@@ -108,10 +109,6 @@ def write_fits(fits: list[tuple[str, GaoFit]], path: Path) -> None:
 
 
 def plot_overoptimization(bon, groups: list[SeedGroup], fits: list[tuple[str, GaoFit]], path: Path) -> None:
-    import matplotlib.pyplot as plt
-
-    from lit_rlhf.plot import _save_atomically
-
     figure, (gold_axis, proxy_axis) = plt.subplots(1, 2, figsize=(13, 4.8))
     colors = iter(plt.rcParams["axes.prop_cycle"].by_key()["color"] * 4)
     fitted = {name: fit for name, fit in fits if fit.form == ("bon" if name.startswith("bon") else "rl")}
@@ -158,7 +155,7 @@ def plot_overoptimization(bon, groups: list[SeedGroup], fits: list[tuple[str, Ga
         axis.grid(alpha=0.3)
     gold_axis.legend(fontsize=7)
     figure.suptitle("Over-optimization: best-of-n against PPO (Gao et al. 2023); PPO: mean ± sd over seeds")
-    _save_atomically(figure, path)
+    save_figure(figure, path)
 
 
 def overoptimization_outputs(runs: list[RunHistory], paths: list[str | Path], out: Path) -> list[Path]:

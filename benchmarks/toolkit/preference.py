@@ -12,11 +12,10 @@ import functools
 import json
 from pathlib import Path
 
-import _toolkit as toolkit
-
-from lit_rlhf.data.sources import HHRLHFSource
+from lit_rlhf.data.preferences import HHRLHFSource
 from lit_rlhf.models.loading import load_tokenizer
 from lit_rlhf.task.sources import EmbeddedPreferencePairs
+from toolkit import common as toolkit
 
 DPO_BETA, DPO_LR, REWARD_LR = 0.1, 5e-4, 1e-3
 LONG_MAX_LENGTH = 512  # make_long_pairs.py: prompts <= 400 tokens, responses <= 80: nothing is cut

@@ -81,6 +81,25 @@ def generation_of(prompt_ids, prompt_mask, response_ids, stop_token_ids):
     )
 
 
+class FixedEngine:
+    """A rollout engine that returns what `sample(prompt_ids, prompt_mask, sampling)` chooses, with the engine's
+    log-probs `engine_logprobs(generation)` (zeros by default): PPO's rollout on controlled responses."""
+
+    def __init__(self, sample, engine_logprobs=None):
+        self.sample, self.engine_logprobs = sample, engine_logprobs
+
+    def generate(self, prompt_ids, prompt_mask, sampling, seed=None):
+        from lit_rlhf.generation import Rollout
+
+        generation = self.sample(prompt_ids, prompt_mask, sampling)
+        if self.engine_logprobs is not None:
+            return Rollout(generation, self.engine_logprobs(generation))
+        return Rollout(generation, torch.zeros(generation.response_ids.shape))
+
+    def sync_weights(self, policy) -> None:
+        pass
+
+
 def parameters_of(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {name: p.detach().clone() for name, p in model.named_parameters()}
 

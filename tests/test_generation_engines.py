@@ -184,7 +184,7 @@ def test_bad_vllm_settings_are_one_clear_error():
 @pytest.mark.parametrize("choice", ["hf", "vllm"])
 def test_every_generation_choice_composes_to_an_engine_factory(choice):
     with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
-        cfg = compose("train", overrides=[f"+generation={choice}"])
+        cfg = compose("train", overrides=[f"generation={choice}"])
     factory = instantiate(cfg.generation)
     assert factory.func is {"hf": HFEngine, "vllm": VLLMEngine}[choice]
     if choice == "hf":

@@ -9,7 +9,7 @@ import itertools
 
 import pytest
 import torch
-from conftest import compose_config, generation_of
+from conftest import FixedEngine, compose_config, generation_of
 from hydra.utils import instantiate
 
 import lit_rlhf.modules.ppo as ppo_module
@@ -62,7 +62,7 @@ def plain_policy_loss(module, experience) -> torch.Tensor:
 
 def rollout(module, batch, monkeypatch):
     generation = fixed_generation(module, batch.prompts)
-    monkeypatch.setattr(ppo_module, "generate", lambda *args, **kwargs: generation)
+    monkeypatch.setattr(module, "engine", FixedEngine(lambda *args: generation))
     torch.manual_seed(0)
     return module.rollout(batch.prompts)
 
@@ -293,11 +293,11 @@ def test_remax_baseline_is_the_greedy_response_score(tmp_path, monkeypatch):
     greedy = fixed_generation(module, batch.prompts, seed=1)
     temperatures = []
 
-    def fake_generate(policy, prompt_ids, prompt_mask, sampling, *args):
+    def fake_generate(prompt_ids, prompt_mask, sampling):
         temperatures.append(sampling.temperature)
         return greedy if sampling.temperature == 0 else sampled
 
-    monkeypatch.setattr(ppo_module, "generate", fake_generate)
+    monkeypatch.setattr(module, "engine", FixedEngine(fake_generate))
     experience, metrics, prompts, _ = module.rollout(batch.prompts)
     assert sorted(temperatures) == [0.0, 1.0]
     greedy_texts = ppo_module.decode_responses(module.tokenizer, greedy)

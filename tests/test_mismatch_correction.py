@@ -122,7 +122,7 @@ def test_bad_settings_are_one_clear_error(cls):
 )
 def test_every_mismatch_correction_choice_builds_its_object(choice, cls, level):
     with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
-        cfg = compose("train", overrides=[f"+mismatch_correction={choice}"])
+        cfg = compose("train", overrides=[f"mismatch_correction={choice}"])
     correction = instantiate(cfg.mismatch_correction)
     assert type(correction) is cls
     assert getattr(correction, "level", None) == level

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import compose_config
+from conftest import FixedEngine, compose_config
 from test_ignored_choices import fixed_generation, perturb, ppo_with
 
 import lit_rlhf.modules.ppo as ppo_module
@@ -17,7 +17,7 @@ def chunk_by_chunk(generation):
     """A `generate` that hands out consecutive rows of one fixed generation, call after call."""
     offset = 0
 
-    def fake_generate(policy, prompt_ids, *args):
+    def fake_generate(prompt_ids, *args):
         nonlocal offset
         rows = slice(offset, offset + prompt_ids.shape[0])
         offset += prompt_ids.shape[0]
@@ -43,7 +43,7 @@ def test_a_chunked_rollout_equals_the_whole_one(tmp_path, monkeypatch, experimen
             [*overrides, "data.batch_size=4", f"module.rollout_micro_batch_size={chunk or 'null'}"],
         )
         generation = fixed_generation(run.module, batch.prompts)
-        monkeypatch.setattr(ppo_module, "generate", chunk_by_chunk(generation))
+        monkeypatch.setattr(run.module, "engine", FixedEngine(chunk_by_chunk(generation)))
         experiences[chunk], _, _, _ = run.module.rollout(batch.prompts)
     whole, chunked = experiences[None], experiences[3]
     assert len(whole) in (4, 16) and len(whole) % 3 != 0, "chunks of 3 must not divide the batch"
@@ -96,7 +96,7 @@ def test_accumulated_micro_batches_give_the_weights_of_one_whole_step(tmp_path, 
             tmp_path / str(micro), experiment, [*settings, f"module.train_micro_batch_size={micro or 'null'}"]
         )
         generation = fixed_generation(run.module, batch.prompts)
-        monkeypatch.setattr(ppo_module, "generate", lambda *args, fixed=generation, **kwargs: fixed)
+        monkeypatch.setattr(run.module, "engine", FixedEngine(lambda *args, fixed=generation: fixed))
         experience, _, _, _ = run.module.rollout(batch.prompts)
         # The policy moves off its rollout-time weights so the ratio, clip and KL all take part.
         perturb(run.module.policy, scale=0.02, seed=3)
@@ -111,7 +111,7 @@ def test_without_the_shares_micro_batches_would_differ(tmp_path, monkeypatch):
     """The invariance above needs the per-term shares: summing unweighted micro-batch means does not match."""
     run, batch = ppo_with(tmp_path, "grpo", ["data.batch_size=4", "loss_aggregation=seq_mean_token_mean"])
     generation = fixed_generation(run.module, batch.prompts)
-    monkeypatch.setattr(ppo_module, "generate", lambda *args, **kwargs: generation)
+    monkeypatch.setattr(run.module, "engine", FixedEngine(lambda *args: generation))
     experience, _, _, _ = run.module.rollout(batch.prompts)
     perturb(run.module.policy, scale=0.02, seed=3)
     whole, _ = run.module.actor_loss(experience, None)

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
-from conftest import compose_config, generation_of
+from conftest import FixedEngine, compose_config, generation_of
 
-import lit_rlhf.modules.ppo as ppo_module
 from lit_rlhf.data.batches import PromptBatch
-from lit_rlhf.ops.forward import last_token_rewards
+from lit_rlhf.ops.forward import last_token_rewards, sequence_logprobs
 from lit_rlhf.ops.generation import Generation
 from lit_rlhf.ops.masking import masked_sum
 from lit_rlhf.regularizers.kl.estimators import kl_k1
+from lit_rlhf.rl.mismatch import NoCorrection, RatioBandMask, TruncatedImportanceSampling
 from lit_rlhf.train import build
 
 
@@ -29,12 +31,11 @@ def controlled_generation(module, prompt_ids, prompt_mask, responses: list[list[
     return generation_of(prompt_ids, prompt_mask, response_ids, module.stop_token_ids)
 
 
-def rollout_with(module, monkeypatch, batch: PromptBatch, responses, filler):
-    monkeypatch.setattr(
-        ppo_module,
-        "generate",
-        lambda policy, ids, mask, *args: controlled_generation(module, ids, mask, responses, filler),
-    )
+def rollout_with(module, monkeypatch, batch: PromptBatch, responses, filler, engine_logprobs=None):
+    def sample(ids, mask, *args):
+        return controlled_generation(module, ids, mask, responses, filler)
+
+    monkeypatch.setattr(module, "engine", FixedEngine(sample, engine_logprobs))
     torch.manual_seed(0)
     return module.rollout(batch)
 
@@ -108,3 +109,58 @@ def test_reference_and_policy_agree_before_training(ppo, monkeypatch):
     experience, metrics, _, _ = rollout_with(ppo, monkeypatch, prompt_batch(tok), responses, filler=tok.pad_token_id)
     assert float(metrics["kl_k1"]) == 0.0 and float(metrics["kl_k3"]) == 0.0
     torch.testing.assert_close(experience.old_logprobs, experience.ref_logprobs)
+
+
+CORRECTIONS = {
+    "none": (NoCorrection(), lambda ratio: torch.ones_like(ratio)),
+    "tis": (TruncatedImportanceSampling(cap=2.0, level="token"), lambda ratio: ratio.clamp(max=2.0)),
+    "mask": (RatioBandMask(cap=2.0, level="token"), lambda ratio: ((ratio >= 0.5) & (ratio <= 2.0)).float()),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CORRECTIONS))
+def test_the_mismatch_correction_weighs_each_tokens_policy_loss(ppo, monkeypatch, name):
+    """The engine's log-probs μ only weigh the policy loss; π_old (the trainer's) stays the ratio's denominator.
+
+    Right after the rollout π_θ = π_old: every ratio is 1, nothing is clipped, and the token-mean policy loss
+    is -Σ_t w_t·A_t / N over the N response tokens, w_t = min(π_old/μ, 2) for tis, 1[π_old/μ ∈ [1/2, 2]] for
+    mask, 1 for none. The engine here is off by a factor 3 on odd positions (μ = π_old/3, or 3·π_old on the
+    third row), so some tokens are truncated or masked.
+    """
+    correction, weight_of = CORRECTIONS[name]
+    monkeypatch.setattr(ppo, "mismatch_correction", correction)
+    tok = ppo.tokenizer
+    responses = [
+        tok(" the plot was dull.")["input_ids"] + [tok.eos_token_id],
+        tok(" great")["input_ids"] + [tok.eos_token_id],
+        tok(" the music was loud and long")["input_ids"],
+    ]
+    trainer_logprobs = {}
+
+    def engine_logprobs(generation):
+        # The trainer's own log-probs of the tokens, shifted by log 3 on odd positions.
+        start = generation.prompt_length - 1
+        logprobs, _ = sequence_logprobs(ppo.policy, generation.sequences, generation.attention_mask, start)
+        trainer_logprobs["value"] = logprobs
+        shift = torch.zeros_like(logprobs)
+        shift[:, 1::2] = math.log(3.0)
+        shift[2] *= -1.0
+        return (logprobs - shift).masked_fill(~generation.response_mask, 0.0)
+
+    experience, metrics, _, _ = rollout_with(
+        ppo, monkeypatch, prompt_batch(tok), responses, tok.pad_token_id, engine_logprobs
+    )
+    mask = experience.response_mask
+    torch.testing.assert_close(experience.old_logprobs[mask], trainer_logprobs["value"][mask])
+    ratio = torch.exp(experience.old_logprobs - experience.engine_logprobs)  # 3 on odd positions (1/3 on row 2)
+    weights = weight_of(ratio).masked_fill(~mask, 0.0)
+    if name != "none":
+        torch.testing.assert_close(experience.mismatch_weights, weights, rtol=1e-5, atol=1e-5)
+        assert not torch.equal(weights[mask], torch.ones(int(mask.sum()))), "some tokens must be corrected"
+    else:
+        assert experience.mismatch_weights is None
+    _, loss_metrics = ppo.actor_loss(experience, None)
+    expected = -(weights * experience.advantages).sum() / mask.sum()
+    torch.testing.assert_close(loss_metrics["policy_loss"], expected, rtol=1e-5, atol=1e-6)
+    # The gap, on every token: log 3 on odd positions, 0 on even ones.
+    assert float(metrics["rollout/logprob_diff/max"]) == pytest.approx(math.log(3.0), abs=1e-5)

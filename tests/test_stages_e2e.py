@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import changed, compose_config, logged_names, parameters_of
+from conftest import changed, compose_config, logged_names, parameters_of, read_metrics
 
 from lit_rlhf.train import build, fit, optimized_value
 
@@ -138,6 +138,12 @@ def test_ppo_family_experiments(tmp_path, experiment):
         assert names >= DISTILL_METRICS, DISTILL_METRICS - names
     if "InLoss" in type(module.distill).__name__:
         assert "train/distill_loss" in names
+    # The HF engine's log-probs (KV-cached decode) and the trainer's (one forward) of the same tokens: ~1e-6
+    # in fp32, logged on every training step under rollout/.
+    steps = [row for row in read_metrics(tmp_path) if "train/reward" in row]
+    gaps = [row["rollout/logprob_diff/max"] for row in steps if "rollout/logprob_diff/max" in row]
+    assert len(gaps) == len(steps) == 2 and max(gaps) <= 1e-4, gaps
+    assert all("rollout/logprob_diff/mean" in row for row in steps)
 
 
 @pytest.mark.parametrize("experiment", ["dpo", "dpo_nll", "ipo", "dpo_robust"])

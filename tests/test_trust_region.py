@@ -58,6 +58,21 @@ def test_clip_and_kl_penalty_adds_the_penalty_to_the_clipped_loss():
     torch.testing.assert_close(loss_both, loss_clip + 0.5 * kl)
 
 
+def test_mismatch_weights_multiply_the_clipped_surrogate_but_not_the_penalty():
+    clip = RatioClip(eps_low=0.2, eps_high=0.2, dual_clip=None)
+    weights = torch.tensor([[1.0, 0.5, 2.0]])  # e.g. TIS's min(π_old/μ, C) per token
+    clip_only = TrustRegion(ratio="token", clip=clip, kl_penalty=None)
+    loss, metrics = clip_only.policy_loss(logprobs(), OLD, ADVANTAGES, MASK, TokenMean(), mismatch_weights=weights)
+    # Clipped per token: ρ=1.1, A=1 -> -1.1; ρ=1.5, A=1 -> -min(1.5, 1.2) = -1.2; ρ=0.5, A=-1 -> -min(-0.5, -0.8)
+    # = 0.8. Weighted: -1.1·1 - 1.2·0.5 + 0.8·2 = -0.1, token mean -0.1/3 (unweighted: -1.5/3).
+    torch.testing.assert_close(loss, torch.tensor(-0.1 / 3))
+    assert float(metrics["clipfrac"]) == pytest.approx(2 / 3)  # the clip is measured before the weights
+    both = TrustRegion(ratio="token", clip=clip, kl_penalty=penalty(coef=0.5))
+    loss_both, _ = both.policy_loss(logprobs(), OLD, ADVANTAGES, MASK, TokenMean(), mismatch_weights=weights)
+    kl = sum((r - 1) - math.log(r) for r in RATIOS) / 3  # the old-policy KL, not weighted
+    torch.testing.assert_close(loss_both, torch.tensor(-0.1 / 3 + 0.5 * kl))
+
+
 def test_sequence_ratio_changes_the_clipped_loss():
     clip = RatioClip(eps_low=0.2, eps_high=0.2, dual_clip=None)
     token, _ = TrustRegion("token", clip, None).policy_loss(logprobs(), OLD, ADVANTAGES, MASK, TokenMean())

@@ -157,6 +157,16 @@ def test_seeded_draws_repeat_and_repeated_prompts_differ(built, engine):
     assert not all(pairs)
 
 
+def test_neighbouring_seeds_share_no_row_stream(built, engine):
+    """Best-of-n and validation batches call with seeds s, s + 1, ...: one prompt repeated on every row, the call
+    with seed 8 must not replay the call with seed 7 shifted by a row (it did with row seeds seed + row)."""
+    ids, mask = built.prompt_ids[:1].repeat(16, 1), built.prompt_mask[:1].repeat(16, 1)
+    seven = engine.generate(ids, mask, SAMPLED, seed=7).generation.response_ids
+    eight = engine.generate(ids, mask, SAMPLED, seed=8).generation.response_ids
+    shifted = [torch.equal(eight[row], seven[row + 1]) for row in range(15)]
+    assert sum(shifted) < 8, f"{sum(shifted)} of 15 rows replay the neighbouring seed's draws"
+
+
 def test_without_a_seed_the_draw_follows_the_torch_rng_and_leaves_the_others(built, engine):
     torch.manual_seed(9)
     first = engine.generate(built.prompt_ids, built.prompt_mask, SAMPLED).generation
@@ -186,3 +196,16 @@ def test_responses_follow_the_generation_conventions(built, engine):
 def test_a_kv_cache_too_small_is_one_clear_error(built):
     with pytest.raises(ConfigError, match="cannot start with kv_cache_memory_bytes=4096, max_model_len"):
         VLLMEngine(built.policy, [0], 1, "float32", 4096, 0.3, True, None)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="vLLM's CPU attention kernels")
+def test_a_head_size_the_cpu_kernels_lack_is_one_clear_error(built):
+    """tiny-arith's heads are 24 wide; vLLM's CPU attention has no kernel for that (found running grpo_arith)."""
+    from transformers import AutoModelForCausalLM
+
+    from lit_rlhf.config import asset_path
+
+    policy = AutoModelForCausalLM.from_pretrained(asset_path("tiny-arith"), dtype=torch.float32).eval()
+    engine = VLLMEngine(policy, [0], 1, "float32", 32 << 20, 0.3, True, None)
+    with pytest.raises(ConfigError, match=r"generation=vllm cannot run this model .*; use generation=hf"):
+        engine.generate(torch.tensor([[3, 4, 5]]), torch.ones(1, 3, dtype=torch.long), GREEDY)

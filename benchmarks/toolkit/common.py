@@ -286,9 +286,24 @@ def our_rollout(module, cfg, seed: int):
     ids, mask = batch.input_ids.repeat_interleave(repeats, 0), batch.attention_mask.repeat_interleave(repeats, 0)
     generation, _ = seeded_samples(module.policy, module.tokenizer, ids, mask, module.sampling, stop, seed)
     rollout = SimpleNamespace(prompts=batch, prompt_ids=ids, prompt_mask=mask, response_ids=generation.response_ids)
-    with scripted_generate(module.policy, rollout, module.tokenizer.pad_token_id):
-        experience, metrics, _, _ = module.rollout(batch)
+    module.engine = ScriptedEngine(generation)
+    experience, metrics, _, _ = module.rollout(batch)
     return rollout, experience, metrics
+
+
+class ScriptedEngine:
+    """A rollout engine that returns one fixed generation (its log-probs: zeros; the comparisons never read them)."""
+
+    def __init__(self, generation):
+        self.generation = generation
+
+    def generate(self, prompt_ids, prompt_mask, sampling, seed=None):
+        from lit_rlhf.generation import Rollout
+
+        return Rollout(self.generation, torch.zeros(self.generation.response_ids.shape))
+
+    def sync_weights(self, policy) -> None:
+        pass
 
 
 @contextlib.contextmanager

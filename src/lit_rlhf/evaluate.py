@@ -92,6 +92,7 @@ def evaluate(cfg: DictConfig) -> Evaluation:
         gold_reward,
         load_reference(cfg, tokenizer),
         instantiate(cfg.sampling),
+        instantiate(cfg.generation),
         cfg.samples_per_prompt,
         list(cfg.ks),
         cfg.seed,

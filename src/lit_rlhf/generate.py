@@ -54,8 +54,11 @@ def generate(cfg: DictConfig) -> Path:
     tokenizer = instantiate(cfg.model.tokenizer)
     records = read_prompts(instantiate(cfg.data.source), cfg.split)
     policy = instantiate(cfg.model.policy).eval().requires_grad_(False)
+    engine = instantiate(cfg.generation)(
+        policy=policy, stop_token_ids=[tokenizer.eos_token_id], pad_token_id=tokenizer.pad_token_id
+    )
     rows: Iterator[dict] = generate_completions(
-        policy,
+        engine,
         tokenizer,
         tqdm(records, desc="generating", unit="prompt"),
         instantiate(cfg.sampling),

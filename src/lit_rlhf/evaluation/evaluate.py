@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,10 +20,11 @@ import torch
 from lit_rlhf.data.batches import PromptBatch
 from lit_rlhf.data.collate import pad_left
 from lit_rlhf.evaluation.metrics import maj_at_k, pass_at_k, win_rate
+from lit_rlhf.generation import GenerationEngine
 from lit_rlhf.models.reward_inputs import same_tokenizer
 from lit_rlhf.modules.common import seeded_samples
 from lit_rlhf.ops.forward import sequence_token_logprobs
-from lit_rlhf.ops.generation import Generation, SamplingConfig
+from lit_rlhf.ops.generation import Generation, SamplingConfig, decode_responses
 from lit_rlhf.ops.masking import masked_sum
 from lit_rlhf.regularizers.kl.estimators import kl_full, kl_k1
 from lit_rlhf.rewards import Completions, Reward, RewardScores, columns_of_rows, repeat_columns
@@ -111,6 +112,8 @@ class Evaluator:
         gold_reward: the held-out gold reward, or None.
         reference: a model to compare with, or None (no KL, no win rate).
         sampling: how completions are sampled (temperature 0: greedy).
+        generation: the `generation` group's engine factory (hf or vllm) that samples the policy. The
+            reference's completions are drawn with HF generate (one vLLM engine per process).
         samples_per_prompt: n, the completions drawn per prompt.
         ks: the k of pass@k and maj@k, each at most n.
         seed: the sampling seed (batch b draws with seed + b).
@@ -125,6 +128,7 @@ class Evaluator:
         gold_reward: Reward | None,
         reference: Reference | None,
         sampling: SamplingConfig,
+        generation: Callable[..., GenerationEngine],
         samples_per_prompt: int,
         ks: Sequence[int],
         seed: int,
@@ -135,6 +139,9 @@ class Evaluator:
         self.sampling, self.n, self.ks = sampling, samples_per_prompt, sorted(set(ks))
         self.seed, self.max_prompt_length = seed, max_prompt_length
         self.stop_token_ids = [tokenizer.eos_token_id]
+        self.engine = generation(
+            policy=self.policy, stop_token_ids=self.stop_token_ids, pad_token_id=tokenizer.pad_token_id
+        )
         self.shared_vocabulary = reference is not None and same_tokenizer(reference.tokenizer, tokenizer)
         if reference is not None and not self.shared_vocabulary:
             log.info("the reference has another tokenizer: no KL to it is measured (the win rate is)")
@@ -142,6 +149,13 @@ class Evaluator:
     @property
     def device(self) -> torch.device:
         return next(self.policy.parameters()).device
+
+    def samples(
+        self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, sampling: SamplingConfig, seed: int
+    ) -> tuple[Generation, list[str]]:
+        """The policy's completions of left-padded prompts, drawn by the engine from `seed`, and their texts."""
+        generation = self.engine.generate(prompt_ids, prompt_mask, sampling, seed=seed).generation
+        return generation, decode_responses(self.tokenizer, generation)
 
     def run(self, batches: Iterable[PromptBatch]) -> Evaluation:
         tally, records = _Tally(), []
@@ -157,15 +171,7 @@ class Evaluator:
         prompts = [p for p in batch.prompts for _ in range(n)]
         columns = repeat_columns(columns_of_rows(batch.columns), n)
         ids, mask = batch.input_ids.to(self.device), batch.attention_mask.to(self.device)
-        generation, texts = seeded_samples(
-            self.policy,
-            self.tokenizer,
-            ids.repeat_interleave(n, 0),
-            mask.repeat_interleave(n, 0),
-            self.sampling,
-            self.stop_token_ids,
-            seed,
-        )
+        generation, texts = self.samples(ids.repeat_interleave(n, 0), mask.repeat_interleave(n, 0), self.sampling, seed)
         samples = completions_of(generation, prompts, texts, columns)
         tally.add("response_length", generation.response_mask.sum(1).tolist())
         tally.add("eos_fraction", generation.has_stop.float().tolist())
@@ -192,9 +198,7 @@ class Evaluator:
             return {}
         greedy_sampling = dataclasses.replace(self.sampling, temperature=0.0)
         ids, mask = batch.input_ids.to(self.device), batch.attention_mask.to(self.device)
-        greedy, greedy_texts = seeded_samples(
-            self.policy, self.tokenizer, ids, mask, greedy_sampling, self.stop_token_ids, self.seed
-        )
+        greedy, greedy_texts = self.samples(ids, mask, greedy_sampling, self.seed)
         greedy_samples = completions_of(greedy, list(batch.prompts), greedy_texts, columns_of_rows(batch.columns))
         verdicts = {}
         for number, (name, verifier) in enumerate(verifiers.items()):

@@ -9,8 +9,8 @@ import torch
 
 from lit_rlhf.data.collate import pad_left
 from lit_rlhf.data.records import PromptRecord
-from lit_rlhf.modules.common import seeded_samples
-from lit_rlhf.ops.generation import SamplingConfig
+from lit_rlhf.generation import GenerationEngine
+from lit_rlhf.ops.generation import SamplingConfig, decode_responses
 
 
 def batched(items: Iterable, size: int) -> Iterator[list]:
@@ -21,7 +21,7 @@ def batched(items: Iterable, size: int) -> Iterator[list]:
 
 @torch.no_grad()
 def generate_completions(
-    policy,
+    engine: GenerationEngine,
     tokenizer,
     records: Iterable[PromptRecord],
     sampling: SamplingConfig,
@@ -33,21 +33,16 @@ def generate_completions(
     """Rows {**columns, prompt, completion, sample} for n samples of every record, in the records' order.
 
     Prompts longer than `max_prompt_length` tokens keep their end (as training does); batch b samples with
-    seed + b, so a run with the same seed writes the same completions.
+    seed + b, so a run with the same seed writes the same completions. `engine` (the `generation` group's,
+    holding the policy) samples them.
     """
-    device = next(policy.parameters()).device
     for number, batch in enumerate(batched(records, batch_size)):
         encoded = tokenizer([record.prompt for record in batch], add_special_tokens=True)["input_ids"]
         ids, mask = pad_left([row[-max_prompt_length:] for row in encoded], tokenizer.pad_token_id)
-        _, texts = seeded_samples(
-            policy,
-            tokenizer,
-            ids.repeat_interleave(n, 0).to(device),
-            mask.repeat_interleave(n, 0).to(device),
-            sampling,
-            [tokenizer.eos_token_id],
-            seed + number,
+        rollout = engine.generate(
+            ids.repeat_interleave(n, 0), mask.repeat_interleave(n, 0), sampling, seed=seed + number
         )
+        texts = decode_responses(tokenizer, rollout.generation)
         for index, text in enumerate(texts):
             record = batch[index // n]
             yield {**record.columns, "prompt": record.prompt, "completion": text, "sample": index % n}

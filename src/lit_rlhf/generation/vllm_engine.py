@@ -131,13 +131,17 @@ class VLLMEngine:
     def generate(
         self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, sampling: SamplingConfig, seed: int | None = None
     ) -> Rollout:
-        """Sample one response per row. Row i draws from seed + i (distinct streams for repeated prompts), the
-        seed drawn from the global torch RNG when None (one draw, so a seeded iteration replays exactly)."""
+        """Sample one response per row. Each row draws from its own seed, drawn from a generator seeded with
+        `seed`: distinct streams for repeated prompts, and no stream shared by calls with neighbouring seeds (with
+        seed + row, the call with seed s + 1 would replay the call with seed s shifted by one row). `seed` is
+        drawn from the global torch RNG when None (one draw, so a seeded iteration replays exactly)."""
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
         if seed is None:
             seed = int(torch.randint(0, 2**31 - 1, ()))
+        rows = prompt_ids.shape[0]
+        row_seeds = torch.randint(0, 2**31 - 1, (rows,), generator=torch.Generator().manual_seed(seed))
         greedy = sampling.temperature <= 0
         params = [
             SamplingParams(
@@ -147,14 +151,19 @@ class VLLMEngine:
                 top_p=1.0 if greedy else sampling.top_p,
                 stop_token_ids=self.stop_token_ids,
                 logprobs=0,
-                seed=seed + row,
+                seed=row_seed,
                 detokenize=False,
             )
-            for row in range(prompt_ids.shape[0])
+            for row_seed in row_seeds.tolist()
         ]
         prompts = [TokensPrompt(prompt_token_ids=tokens) for tokens in prompt_token_lists(prompt_ids, prompt_mask)]
         with preserved_process_state():
-            outputs = self.llm.generate(prompts, params, use_tqdm=False)
+            try:
+                outputs = self.llm.generate(prompts, params, use_tqdm=False)
+            except RuntimeError as error:  # e.g. the CPU attention kernels' head sizes: tiny-arith's 24 is not one
+                if "Unsupported" not in str(error):
+                    raise
+                raise ConfigError(f"generation=vllm cannot run this model ({error}); use generation=hf") from None
         completions = [output.outputs[0] for output in outputs]
         tokens = [list(completion.token_ids) for completion in completions]
         logprobs = [

@@ -30,6 +30,7 @@ from torchmetrics import MeanMetric
 
 from lit_rlhf.data.batches import PPOBatch, PromptBatch, SFTBatch
 from lit_rlhf.errors import ConfigError
+from lit_rlhf.generation import GenerationEngine, concatenate_rollouts
 from lit_rlhf.losses.ppo import clipped_value_loss, explained_variance, old_policy_kl, token_log_ratio
 from lit_rlhf.models.reference import Reference
 from lit_rlhf.modules.common import (
@@ -48,12 +49,13 @@ from lit_rlhf.ops.aggregation import token_share
 from lit_rlhf.ops.chunking import map_row_chunks, row_chunks
 from lit_rlhf.ops.distributed import every_rank, mean_over_ranks, rank, rank_share, total_over_ranks, world_size
 from lit_rlhf.ops.forward import scalar_head_outputs, sequence_logprobs, sequence_token_logprobs
-from lit_rlhf.ops.generation import Generation, SamplingConfig, concatenate_generations, decode_responses, generate
+from lit_rlhf.ops.generation import Generation, SamplingConfig, decode_responses
 from lit_rlhf.ops.logprobs import entropy_from_logits
 from lit_rlhf.ops.masking import last_true_index, masked_mean, masked_sum
 from lit_rlhf.regularizers.term import RegularizerTerm
 from lit_rlhf.rewards import Completions, Reward, RewardScores, Scores, as_reward, columns_of_rows, repeat_columns
 from lit_rlhf.rl.experience import Experience
+from lit_rlhf.rl.mismatch import Correction
 from lit_rlhf.rl.reward_shaping import ScoreShaping
 
 log = logging.getLogger("lit_rlhf")
@@ -98,6 +100,10 @@ class PPOModule(L.LightningModule):
         tokenizer: decodes responses for text rewards and sample tables.
         gold_reward: the held-out "true" reward (`gold_reward` group: the embedded task's by default), logged as
             `train/gold_reward` and `val/gold_reward` and never optimised; None for none.
+        generation: the `generation` group's engine factory (`hf`: HF generate on the policy; `vllm`: a
+            colocated vLLM copy), called with the policy, stop tokens and pad token on first use.
+        mismatch_correction: the `mismatch_correction` group's object: weights on each token's policy loss from
+            the trainer's and the engine's log-probs of the sampled tokens (none, tis, mask, sequence_*).
     """
 
     batch_type = PPOBatch
@@ -129,6 +135,8 @@ class PPOModule(L.LightningModule):
         seed: int,
         tokenizer,
         reference_dtype: str,
+        generation: Callable[..., GenerationEngine],
+        mismatch_correction: Callable[..., Correction],
         reward: Reward,
         critic=None,
         critic_optimizer=None,
@@ -162,6 +170,11 @@ class PPOModule(L.LightningModule):
         self.missing_eos_penalty = missing_eos_penalty
         self.log_samples_every_n_steps = log_samples_every_n_steps
         self.skip_nonfinite_updates, self.seed = skip_nonfinite_updates, seed
+        self.engine_factory, self.mismatch_correction = generation, mismatch_correction
+        # The engine is built on first use, once the policy sits on its device; `weights_version` counts
+        # optimizer steps (and loaded checkpoints) so the engine syncs only when the policy changed.
+        self.engine: GenerationEngine | None = None
+        self.weights_version, self.engine_weights_version = 0, 0
         means = ["reward", "gold_reward", "kl", "kl_k1", "kl_k3", "response_length", "eos_fraction"]
         means += [f"reward/{name}" for name in reward.names]
         means += ["accuracy"] * bool(reward.verifiers) + [f"accuracy/{name}" for name in reward.verifiers]
@@ -196,14 +209,13 @@ class PPOModule(L.LightningModule):
         prompt_ids = batch.input_ids.repeat_interleave(repeats, 0)
         prompt_mask = batch.attention_mask.repeat_interleave(repeats, 0)
         chunks = row_chunks(len(prompts), self.rollout_micro_batch_size)
-        pad = self.tokenizer.pad_token_id
-        generation = concatenate_generations(
-            [
-                generate(self.policy, prompt_ids[rows], prompt_mask[rows], self.sampling, self.stop_token_ids, pad)
-                for rows in chunks
-            ],
-            pad,
+        engine = self.rollout_engine()
+        # No seed: the draws come from the iteration's seeded RNG, so a resumed run replays them.
+        rollout = concatenate_rollouts(
+            [engine.generate(prompt_ids[rows], prompt_mask[rows], self.sampling) for rows in chunks],
+            self.tokenizer.pad_token_id,
         )
+        generation = rollout.generation
         responses = decode_responses(self.tokenizer, generation)
         samples = self.completions(generation, prompts, responses, columns)
         mask = generation.response_mask
@@ -213,6 +225,8 @@ class PPOModule(L.LightningModule):
         teacher_logprobs, teacher_logits = map_row_chunks(
             lambda rows: self.teacher_forward(generation.select(rows)), len(prompts), self.rollout_micro_batch_size
         )
+        # The trainer's log-probs stay PPO's π_old; the engine's only weigh the policy loss (rl/mismatch.py).
+        correction = self.mismatch_correction(old_logprobs, rollout.logprobs, mask)
         rewards = self.score(samples, update=True)
         scored = rewards.scored.to(self.device)
         if not bool(every_rank(bool(scored.any()))):
@@ -250,8 +264,11 @@ class PPOModule(L.LightningModule):
             advantages=advantages,
             returns=returns,
             scores=scores,
+            engine_logprobs=rollout.logprobs,
+            mismatch_weights=correction.weights,
         )
         metrics = {
+            **correction.metrics,
             **self.kl.rollout_metrics(per_token_kl, old_logprobs, ref_logprobs, mask),
             **self.distill.rollout_metrics(old_logprobs, teacher_logprobs, mask, logits, teacher_logits),
             "reward": rewards.total[rewards.scored].mean(),
@@ -327,8 +344,21 @@ class PPOModule(L.LightningModule):
 
     def greedy_generation(self, batch: PromptBatch) -> Generation:
         greedy = dataclasses.replace(self.sampling, temperature=0.0)
-        pad = self.tokenizer.pad_token_id
-        return generate(self.policy, batch.input_ids, batch.attention_mask, greedy, self.stop_token_ids, pad)
+        # Seeded, so no engine draws from the training RNG for a greedy response (vLLM draws a seed otherwise).
+        engine = self.rollout_engine()
+        return engine.generate(batch.input_ids, batch.attention_mask, greedy, seed=self.seed).generation
+
+    def rollout_engine(self) -> GenerationEngine:
+        """The rollout engine, built on first use and holding the policy's current weights: synced when an
+        optimizer step (or a loaded checkpoint) changed them since its last sync."""
+        if self.engine is None:
+            self.engine = self.engine_factory(
+                policy=self.policy, stop_token_ids=self.stop_token_ids, pad_token_id=self.tokenizer.pad_token_id
+            )
+        elif self.engine_weights_version != self.weights_version:
+            self.engine.sync_weights(self.policy)
+        self.engine_weights_version = self.weights_version
+        return self.engine
 
     def token_logprobs(
         self, model, sequences: torch.Tensor, attention_mask: torch.Tensor, first: int, with_entropy: bool = False
@@ -397,7 +427,12 @@ class PPOModule(L.LightningModule):
             self.policy, minibatch.sequences, minibatch.attention_mask, start, with_entropy=True
         )
         policy_loss, policy_metrics = self.trust_region.policy_loss(
-            logprobs, minibatch.old_logprobs, minibatch.advantages, mask, self.aggregate
+            logprobs,
+            minibatch.old_logprobs,
+            minibatch.advantages,
+            mask,
+            self.aggregate,
+            mismatch_weights=minibatch.mismatch_weights,
         )
         # Without an entropy bonus the entropy is only a metric.
         entropy = masked_mean(entropies if self.entropy_coef != 0 else entropies.detach(), mask)
@@ -519,6 +554,7 @@ class PPOModule(L.LightningModule):
                     skipped += 1
                     continue
                 self.optimizer_step(actor_opt)
+                self.weights_version += 1  # the engine's copy of the policy is now stale
                 if critic_opt is not None:
                     self.optimizer_step(critic_opt)
                 for name, value in metrics.items():
@@ -578,7 +614,10 @@ class PPOModule(L.LightningModule):
         metrics["update_seconds"] = torch.tensor(time.perf_counter() - started)
         reward = metrics.pop("reward")
         self.log("train/reward", reward, prog_bar=True, batch_size=len(experience), sync_dist=True)
-        train_metrics = {f"train/{name}": value for name, value in metrics.items()}
+        # The engine's log-prob gap and its correction keep their own `rollout/` names.
+        train_metrics = {
+            name if name.startswith("rollout/") else f"train/{name}": value for name, value in metrics.items()
+        }
         self.log_dict(train_metrics, batch_size=len(experience), sync_dist=True)
         if self.log_samples_every_n_steps and batch_idx % self.log_samples_every_n_steps == 0:
             self.log_samples("train/samples", prompts, responses, experience.scores)
@@ -587,15 +626,11 @@ class PPOModule(L.LightningModule):
     # -------------------------------------------------------------- validation
     def validation_step(self, batch: PromptBatch, batch_idx: int) -> None:
         """Sample held-out prompts with a fixed seed; score them and measure KL to the reference."""
-        generation, responses = seeded_samples(
-            self.policy,
-            self.tokenizer,
-            batch.input_ids,
-            batch.attention_mask,
-            self.sampling,
-            self.stop_token_ids,
-            self.seed + batch_idx,
+        rollout = self.rollout_engine().generate(
+            batch.input_ids, batch.attention_mask, self.sampling, seed=self.seed + batch_idx
         )
+        generation = rollout.generation
+        responses = decode_responses(self.tokenizer, generation)
         mask, start = generation.response_mask, generation.prompt_length - 1
         logprobs, _, logits = self.token_logprobs(self.policy, generation.sequences, generation.attention_mask, start)
         ref_logprobs, ref_logits = self.reference_forward(generation.sequences, generation.attention_mask, start)
@@ -634,6 +669,8 @@ class PPOModule(L.LightningModule):
             self.val_metrics[name].update(kl)
         if self.gold_reward is None:
             return
+        # The teacher samples with HF generate (the rollout engine holds only the policy), seeded as the
+        # HF engine seeds the policy's samples.
         with self.distill.teacher_model() as teacher:
             teacher_generation, responses = seeded_samples(
                 teacher,
@@ -683,6 +720,8 @@ class PPOModule(L.LightningModule):
         checkpoint["score_shaping"] = self.score_shaping.state_dict()
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        # The policy takes the checkpoint's weights after this hook: an engine built before syncs them first.
+        self.weights_version += 1
         # Checkpoints written before the KL penalty owned its state kept the controller's under another key.
         self.kl.load_state_dict(checkpoint.get("kl_penalty", checkpoint.get("kl_controller", {})))
         self.trust_region.load_state_dict(checkpoint.get("trust_region", {}))

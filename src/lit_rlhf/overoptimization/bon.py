@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,9 +23,10 @@ from omegaconf import DictConfig
 
 from lit_rlhf.config import loggable_config
 from lit_rlhf.errors import ConfigError
+from lit_rlhf.generation import GenerationEngine
 from lit_rlhf.loggers import close_loggers
-from lit_rlhf.modules.common import freeze, seeded_samples
-from lit_rlhf.ops.generation import SamplingConfig
+from lit_rlhf.modules.common import freeze
+from lit_rlhf.ops.generation import SamplingConfig, decode_responses
 from lit_rlhf.rewards import Completions, Reward, as_reward, columns_of_rows, repeat_columns
 
 log = logging.getLogger("lit_rlhf")
@@ -91,6 +93,7 @@ class BestOfN:
         reward: the proxy (the `reward` group: a reward model, functions, verifiers or a mix); a sample no
             component scores is never picked.
         sampling: how responses are sampled (PPO's validation settings by default).
+        generation: the `generation` group's engine factory (hf or vllm), given the policy, stop and pad tokens.
         ns: the n to report, each ≤ max(ns).
         samples_per_pass: samples per prompt generated in one batched call (memory: rows = prompts × this).
         estimator: `subsets` (mean over all size-n subsets) or `first_n` (best of the first n samples).
@@ -103,6 +106,7 @@ class BestOfN:
         policy,
         reward: Reward,
         sampling: SamplingConfig,
+        generation: Callable[..., GenerationEngine],
         ns: list[int],
         samples_per_pass: int,
         estimator: str,
@@ -118,6 +122,7 @@ class BestOfN:
         self.policy = freeze(policy)
         self.reward = freeze(reward)
         self.sampling, self.ns, self.samples_per_pass = sampling, sorted(ns), samples_per_pass
+        self.engine_factory = generation
         self.estimator, self.num_prompts, self.seed = estimator, num_prompts, seed
 
     @torch.no_grad()
@@ -132,6 +137,9 @@ class BestOfN:
         reward: a `Reward` or a plain function of prompts and completions)."""
         gold_reward = as_reward(gold_reward)
         datamodule.setup("validate")
+        engine = self.engine_factory(
+            policy=self.policy, stop_token_ids=[tokenizer.eos_token_id], pad_token_id=tokenizer.pad_token_id
+        )
         total, proxies, golds, seen = max(self.ns), [], [], 0
         for batch_idx, batch in enumerate(datamodule.val_dataloader()):
             if self.num_prompts is not None:
@@ -146,16 +154,14 @@ class BestOfN:
             columns = repeat_columns(columns_of_rows(batch.columns), repeats)
             proxy, gold = [], []
             for chunk in range(total // repeats):
-                generation, responses = seeded_samples(
-                    self.policy,
-                    tokenizer,
+                generation = engine.generate(
                     batch.input_ids.repeat_interleave(repeats, 0),  # rows: prompt 0 × repeats, prompt 1 × ...
                     batch.attention_mask.repeat_interleave(repeats, 0),
                     self.sampling,
-                    [tokenizer.eos_token_id],
                     # Distinct draws for every batch and pass, the same for every run with this seed.
-                    self.seed + 1000 * batch_idx + chunk,
-                )
+                    seed=self.seed + 1000 * batch_idx + chunk,
+                ).generation
+                responses = decode_responses(tokenizer, generation)
                 samples = Completions(
                     prompts,
                     responses,

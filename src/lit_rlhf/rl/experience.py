@@ -20,6 +20,9 @@ class Experience:
         values: (B, R) critic's V(s_t), the state before token t, or None without a critic.
         advantages: (B, R), returns: (B, R) or None.
         scores: (B,) the reward source's score minus the missing-EOS penalty: what the update optimises.
+        engine_logprobs: (B, R) log μ(y_t), the rollout engine's log-probs of the tokens it sampled, or None.
+        mismatch_weights: (B, R) the `mismatch_correction`'s weight on each token's policy loss, or None (no
+            correction): a function of old_logprobs - engine_logprobs (rl/mismatch.py).
     """
 
     sequences: torch.Tensor
@@ -31,6 +34,8 @@ class Experience:
     advantages: torch.Tensor
     returns: torch.Tensor | None
     scores: torch.Tensor
+    engine_logprobs: torch.Tensor | None = None
+    mismatch_weights: torch.Tensor | None = None
 
     @property
     def prompt_length(self) -> int:

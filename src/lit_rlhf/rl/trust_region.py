@@ -102,13 +102,22 @@ class TrustRegion:
         return self.kl_penalty is not None
 
     def policy_loss(
-        self, logprobs: Tensor, old_logprobs: Tensor, advantages: Tensor, mask: Tensor, aggregate
+        self,
+        logprobs: Tensor,
+        old_logprobs: Tensor,
+        advantages: Tensor,
+        mask: Tensor,
+        aggregate,
+        mismatch_weights: Tensor | None = None,
     ) -> tuple[Tensor, dict[str, Tensor]]:
         """The scalar actor loss on one minibatch, and its metrics.
 
         Args:
             logprobs: (B, T) log π_θ with grad; old_logprobs, advantages, mask: (B, T).
             aggregate: the `loss_aggregation` object, (B, T) per-token loss and mask -> scalar.
+            mismatch_weights: (B, T) the rollout engine's correction (rl/mismatch.py), multiplying each token's
+                clipped surrogate before aggregation (TIS, Yao et al. 2025), or None. The PPO-Penalty term is
+                not weighted: it keeps π_θ near π_old whichever engine sampled.
         """
         per_token_log_ratio = token_log_ratio(logprobs, old_logprobs, mask)
         log_ratio = per_token_log_ratio if self.ratio == "token" else sequence_log_ratio(logprobs, old_logprobs, mask)
@@ -117,6 +126,8 @@ class TrustRegion:
             per_token, clipped = self.clip(ratio, advantages)
         else:
             per_token, clipped = -advantages * ratio, torch.zeros_like(mask, dtype=torch.bool)
+        if mismatch_weights is not None:
+            per_token = per_token * mismatch_weights
         loss = aggregate(per_token, mask)
         metrics = {"policy_loss": loss.detach(), "clipfrac": masked_mean(clipped.to(ratio.dtype), mask)}
         old_kl = old_policy_kl(per_token_log_ratio)

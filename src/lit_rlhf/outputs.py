@@ -40,7 +40,8 @@ _REASONS = {
 
 def describe(error: OSError) -> str:
     """A short reason for an I/O failure: full disk, read-only, permission, or the system's own words."""
-    return _REASONS.get(error.errno, error.strerror or str(error))
+    known = _REASONS.get(error.errno) if error.errno is not None else None
+    return known or error.strerror or str(error)
 
 
 def io_failure(error: BaseException) -> str | None:

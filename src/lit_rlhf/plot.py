@@ -35,7 +35,7 @@ from lit_rlhf.runs import SOURCES, load_runs
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m lit_rlhf.plot", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m lit_rlhf.plot", description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("paths", nargs="+", help="run, multirun or W&B offline-run folders")
     parser.add_argument("--out", default=None, help="where the PNGs go (default: the first PATH)")
     parser.add_argument("--source", choices=SOURCES, default="auto", help="W&B offline files, the CSV, or either")

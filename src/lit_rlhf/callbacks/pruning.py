@@ -38,11 +38,15 @@ log = logging.getLogger("lit_rlhf.search")
 
 def planned_batches(trainer: L.Trainer) -> int | None:
     """The training batches the run is set to take: epochs x batches, cut by max_steps or a batch limit."""
-    limits = [trainer.num_training_batches * trainer.max_epochs if trainer.max_epochs > 0 else math.inf]
+    max_epochs = trainer.max_epochs
+    assert max_epochs is not None, "called while fitting: Lightning's fit resolves max_epochs=None to 1000 or -1"
+    limits = [trainer.num_training_batches * max_epochs if max_epochs > 0 else math.inf]
     if trainer.max_steps > 0 and trainer.lightning_module.automatic_optimization:
         limits.append(trainer.max_steps * trainer.accumulate_grad_batches)
     # A callback that stops after a number of batches (RunLength, for manually optimised modules).
-    limits += [callback.max_batches for callback in trainer.callbacks if getattr(callback, "max_batches", None)]
+    # Trainer.callbacks is set by Lightning's callback connector and not declared on the class.
+    callbacks: list[L.Callback] = trainer.callbacks  # pyright: ignore[reportAttributeAccessIssue]  # undeclared
+    limits += [batches for callback in callbacks if (batches := getattr(callback, "max_batches", None))]
     planned = min(limits)
     return int(planned) if math.isfinite(planned) else None  # an endless run has no plan to save from
 

@@ -11,7 +11,7 @@ weighted sum (MPO), while `loss/dpo=sigmoid` is a sum of one.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, ClassVar, NamedTuple
+from typing import Any, ClassVar, NamedTuple, cast
 
 import torch
 from torch import Tensor
@@ -53,9 +53,14 @@ class PairLogps(NamedTuple):
             reference_rejected=None if self.reference_rejected is None else self.reference_rejected / rejected,
         )
 
+    def references(self) -> tuple[Tensor, Tensor]:
+        """(ref_c, ref_r), for a loss with `needs_reference`: the module then ran the reference model."""
+        assert self.reference_chosen is not None and self.reference_rejected is not None, "no reference log-probs"
+        return self.reference_chosen, self.reference_rejected
+
     def four(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """(π_c, π_r, ref_c, ref_r), the arguments of every reference-based DPO-family function."""
-        return self.policy_chosen, self.policy_rejected, self.reference_chosen, self.reference_rejected
+        return self.policy_chosen, self.policy_rejected, *self.references()
 
 
 class PairLoss:
@@ -63,6 +68,10 @@ class PairLoss:
 
     needs_reference: bool = True
     average_log_probs: bool = False
+
+    def __call__(self, pairs: PairLogps) -> Tensor:
+        """(B,) loss of each pair."""
+        raise NotImplementedError
 
     def update(self, pairs: PairLogps) -> None:
         """Called once per training batch, before the loss; only stateful losses (BCO) use it."""
@@ -221,8 +230,9 @@ class BCOPairLoss(PairLoss):
 
     def implicit_reward_mean(self, pairs: PairLogps) -> float:
         """The batch's mean of β·Δ over both sides, 2B rewards."""
-        chosen = pairs.policy_chosen - pairs.reference_chosen
-        rejected = pairs.policy_rejected - pairs.reference_rejected
+        reference_chosen, reference_rejected = pairs.references()
+        chosen = pairs.policy_chosen - reference_chosen
+        rejected = pairs.policy_rejected - reference_rejected
         return float(self.beta * torch.cat([chosen, rejected]).detach().mean())
 
     def update(self, pairs: PairLogps) -> None:
@@ -396,7 +406,8 @@ class MixedLoss:
         return {name: term(pairs) for name, term in self.terms.items()}
 
     def __call__(self, pairs: PairLogps) -> Tensor:
-        return sum(self.weights[name] * loss for name, loss in self.parts(pairs).items())
+        # `terms` is non-empty (checked in __init__), so the sum never is its int start 0.
+        return cast(Tensor, sum(self.weights[name] * loss for name, loss in self.parts(pairs).items()))
 
     def state_dict(self) -> dict[str, Any]:
         return {name: term.state_dict() for name, term in self.terms.items()}

@@ -11,8 +11,10 @@ from __future__ import annotations
 import contextlib
 import copy
 from collections.abc import Iterator
+from typing import cast
 
 import torch
+from peft import PeftModel
 from torch import nn
 
 from lit_rlhf.models.adapters import is_adapted
@@ -31,7 +33,7 @@ class Reference(nn.Module):
         super().__init__()
         if is_adapted(policy):
             # A tuple, so the policy is not registered twice (its parameters, its checkpoint entries).
-            self._adapted_policy: tuple[nn.Module, ...] = (policy,)
+            self._adapted_policy: tuple[PeftModel, ...] = (cast(PeftModel, policy),)  # is_adapted: a PeftModel
             self.copy = None
         else:
             self._adapted_policy = ()

@@ -45,7 +45,7 @@ def gao_curve(form: str, d: np.ndarray, alpha: float, beta: float) -> np.ndarray
     return alpha * d - beta * _penalty_basis(form, d)
 
 
-def fit_gao(form: str, d: Sequence[float], reward: Sequence[float]) -> GaoFit:
+def fit_gao(form: str, d: Sequence[float] | np.ndarray, reward: Sequence[float] | np.ndarray) -> GaoFit:
     """Least-squares α, β of `form` to points (d, reward), reward relative to the start (R(0) = 0).
 
     Args:

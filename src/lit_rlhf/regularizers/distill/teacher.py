@@ -106,6 +106,8 @@ class NoDistillation(nn.Module):
         """(B,) each response's reverse KL to the teacher, by k1 and exactly (nats per response); {} without."""
         if self.teacher is None:
             return {}
+        # With a teacher, teacher_outputs gave both and needs_logits made the module keep the student's logits.
+        assert teacher_logprobs is not None and logits is not None and teacher_logits is not None
         return {
             "kl_to_teacher": masked_sum(kl_k1(logprobs, teacher_logprobs), mask, dim=1),
             "kl_to_teacher_exact": masked_sum(exact_reverse_kl(logits, teacher_logits), mask, dim=1),
@@ -188,6 +190,7 @@ class DistillInLoss(_WithTeacher):
         self.beta = beta
 
     def loss_term(self, logits, mask, teacher_logits, aggregate) -> RegularizerTerm:
+        assert logits is not None, "needs_logits: the module passes the student's logits"
         jsd = aggregate(generalized_jsd(logits, teacher_logits(), self.beta).masked_fill(~mask.bool(), 0.0), mask)
         return RegularizerTerm(self.coef * jsd, {"distill_loss": jsd.detach()})
 

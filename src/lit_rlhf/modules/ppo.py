@@ -23,9 +23,11 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
+from typing import cast
 
 import lightning as L
 import torch
+from lightning.pytorch.core.optimizer import LightningOptimizer
 from torchmetrics import MeanMetric
 
 from lit_rlhf.data.batches import PPOBatch, PromptBatch, SFTBatch
@@ -34,6 +36,7 @@ from lit_rlhf.generation import GenerationEngine, concatenate_rollouts
 from lit_rlhf.losses.ppo import clipped_value_loss, explained_variance, old_policy_kl, token_log_ratio
 from lit_rlhf.models.reference import Reference
 from lit_rlhf.modules.common import (
+    MetricDict,
     StdMetric,
     build_optimizer,
     disable_dropout,
@@ -180,7 +183,7 @@ class PPOModule(L.LightningModule):
         means += ["accuracy"] * bool(reward.verifiers) + [f"accuracy/{name}" for name in reward.verifiers]
         means += distill.metric_names
         stds = ["reward_std"] + [f"reward/{name}_std" for name in reward.names]
-        self.val_metrics = torch.nn.ModuleDict(
+        self.val_metrics = MetricDict(
             {**{name: MeanMetric() for name in means}, **{name: StdMetric() for name in stds}}
         )
 
@@ -304,7 +307,7 @@ class PPOModule(L.LightningModule):
         return old_logprobs, ref_logprobs, logits, ref_logits, values
 
     @torch.no_grad()
-    def teacher_forward(self, generation: Generation) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    def teacher_forward(self, generation: Generation | Experience) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """The distillation teacher's per-token log-probs and logits of a chunk's responses, or (None, None)."""
         return self.distill.teacher_outputs(
             generation.sequences, generation.attention_mask, generation.prompt_length - 1
@@ -393,7 +396,11 @@ class PPOModule(L.LightningModule):
         """Reference logits over the response, computed only if a regularizer asks (full KL in the loss)."""
 
         def compute() -> torch.Tensor:
-            return self.reference_forward(minibatch.sequences, minibatch.attention_mask, minibatch.prompt_length - 1)[1]
+            _, logits = self.reference_forward(
+                minibatch.sequences, minibatch.attention_mask, minibatch.prompt_length - 1
+            )
+            assert logits is not None  # asked for by a regularizer that needs logits, so token_logprobs kept them
+            return logits
 
         return compute
 
@@ -401,7 +408,9 @@ class PPOModule(L.LightningModule):
         """The teacher's logits over the response, computed only if the distillation term asks."""
 
         def compute() -> torch.Tensor:
-            return self.teacher_forward(minibatch)[1]
+            _, logits = self.teacher_forward(minibatch)
+            assert logits is not None  # asked for only by a distillation term, which has a teacher
+            return logits
 
         return compute
 
@@ -434,6 +443,7 @@ class PPOModule(L.LightningModule):
             self.aggregate,
             mismatch_weights=minibatch.mismatch_weights,
         )
+        assert entropies is not None  # with_entropy=True
         # Without an entropy bonus the entropy is only a metric.
         entropy = masked_mean(entropies if self.entropy_coef != 0 else entropies.detach(), mask)
         kl_term = self.kl.loss_term(
@@ -469,6 +479,8 @@ class PPOModule(L.LightningModule):
         """The critic's loss, weighted by the micro-batch's share of the minibatch's tokens (see actor_loss)."""
         mask, start = minibatch.response_mask, minibatch.prompt_length - 1
         whole_mask = mask if whole_mask is None else whole_mask
+        # Called only with a critic, whose values and returns the rollout then recorded.
+        assert self.critic is not None and minibatch.values is not None and minibatch.returns is not None
         values = scalar_head_outputs(self.critic, minibatch.sequences, minibatch.attention_mask)[:, start:-1]
         value = clipped_value_loss(values, minibatch.values, minibatch.returns, mask, self.value_clip_eps)
         loss = token_share(mask, whole_mask) * rank_token_share * value.loss
@@ -538,7 +550,11 @@ class PPOModule(L.LightningModule):
     def update(self, experience: Experience, pretrain: SFTBatch | None) -> dict[str, torch.Tensor]:
         """`ppo_epochs` passes of minibatch updates over one rollout batch; returns mean metrics."""
         optimizers = self.optimizers()
-        actor_opt, critic_opt = optimizers if self.critic is not None else (optimizers, None)
+        # Lightning returns the list configure_optimizers gave (actor, critic) with a critic, else the one optimizer.
+        if self.critic is not None:
+            actor_opt, critic_opt = cast(list[LightningOptimizer], optimizers)
+        else:
+            actor_opt, critic_opt = optimizers, None
         sums, skipped = defaultdict(float), 0
         minibatch_size = len(experience) // self.num_minibatches
         if minibatch_size == 0:
@@ -703,7 +719,9 @@ class PPOModule(L.LightningModule):
         rows = [[p, r, float(s)] for p, r, s in list(zip(prompts, responses, scores.tolist()))[:16]]
         for logger in self.loggers:
             if hasattr(logger, "log_table"):
-                logger.log_table(key=key, columns=["prompt", "response", "score"], data=rows, step=self.global_step)
+                logger.log_table(  # pyright: ignore[reportAttributeAccessIssue]  # WandbLogger's, checked by hasattr
+                    key=key, columns=["prompt", "response", "score"], data=rows, step=self.global_step
+                )
 
     def configure_optimizers(self):
         actor = build_optimizer(self.actor_optimizer_factory, self.policy.parameters())

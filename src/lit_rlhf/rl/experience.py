@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -46,7 +47,8 @@ class Experience:
 
     def select(self, index: torch.Tensor) -> Experience:
         """The rows in `index` (a minibatch)."""
-        rows = {
+        # Each field as it is typed: the Optional ones stay None, the others are tensors and stay tensors.
+        rows: dict[str, Any] = {
             field.name: None if (value := getattr(self, field.name)) is None else value[index]
             for field in dataclasses.fields(self)
         }

@@ -142,7 +142,7 @@ def test_a_search_killed_after_two_trials_continues_to_six_without_rerunning_the
         assert (new.datetime_complete, new.values, new.params) == (old.datetime_complete, old.values, old.params)
     assert {n: (sweep / str(n) / "sweep_job.json").stat().st_mtime_ns for n in (0, 1)} == records
     assert re.findall(r"\t#(\d+) : ", result.stdout) == ["2", "3", "4", "5"]  # the jobs Hydra launched
-    assert len({tuple(sorted(trial.params.items())) for trial in trials}) == 4
+    assert len({tuple(sorted(trial.params.items())) for trial in trials}) == 6
     summary = json.loads((sweep / "sweep_summary.json").read_text())
     assert [job["job"] for job in summary] == list(range(6))
 
